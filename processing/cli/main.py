@@ -1,0 +1,67 @@
+"""`xtal <stage> files… key=value…`: the command line, as DIALS's programs.
+
+User errors (XtalError) end with one line on stderr and exit status 1; anything
+else is an internal error and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import XtalError
+
+COMMANDS = {
+    "import": ("processing.cli.import_", "read image headers and write imported.expt (dials.import)"),
+    "show": ("processing.cli.show", "print experiment models and reflection-table summaries (dials.show)"),
+    "simulate": ("processing.cli.simulate", "simulate multi-crystal rotation data with known truth"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: xtal <command> [files…] [key=value…]   (xtal <command> -h for its parameters)", ""]
+    lines += [f"  {name:<12} {doc}" for name, (_, doc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"xtal: unknown command {name!r}\n{usage()}", file=sys.stderr)
+        return 1
+    import importlib
+    import warnings
+    warnings.showwarning = lambda message, category, *a, **k: print(
+        f"xtal {name}: warning: {message}", file=sys.stderr)
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return module.run(rest) or 0
+    except XtalError as e:
+        print(f"xtal {name}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """Split into (files, key=value words, wants help)."""
+    files, words, help_ = [], [], False
+    for a in argv:
+        if a in ("-h", "--help"):
+            help_ = True
+        elif "=" in a and not a.startswith("/") and not a.startswith("."):
+            words.append(a)
+        else:
+            files.append(a)
+    return files, words, help_
+
+
+def print_help(command: str, cls) -> None:
+    from ..params import describe
+    print(f"usage: xtal {command} [files…] [key=value…]\n\n{cls.__doc__.strip()}\n\nparameters:")
+    for name, default, text in describe(cls):
+        print(f"  {name} = {default}\n      {text}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
