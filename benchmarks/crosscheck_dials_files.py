@@ -246,6 +246,68 @@ def check_refl_synthetic(sources: list[Path], workdir: str | os.PathLike[str]) -
     }
 
 
+# Runs inside DIALS's python: argv = original.expt xtal.expt; compares DIALS's models.
+_DIALS_EXPT_SCRIPT = r"""
+import json, sys
+from dxtbx.model.experiment_list import ExperimentListFactory
+
+def load(path):
+    el = ExperimentListFactory.from_json_file(path, check_format=False)
+    out = []
+    for e in el:
+        d = {"identifier": e.identifier,
+             "s0": list(e.beam.get_s0()), "wavelength": e.beam.get_wavelength(),
+             "panels": [dict(origin=list(p.get_origin()), fast=list(p.get_fast_axis()),
+                             slow=list(p.get_slow_axis()), size=list(p.get_image_size()),
+                             pixel=list(p.get_pixel_size()), trusted=list(p.get_trusted_range()),
+                             mu=p.get_mu(), thickness=p.get_thickness(),
+                             bc=list(p.get_beam_centre_px(e.beam.get_s0())),
+                             px_mm=list(p.pixel_to_millimeter((100.5, 200.5))))
+                        for p in e.detector],
+             "axis": list(e.goniometer.get_rotation_axis()),
+             "F": list(e.goniometer.get_fixed_rotation()), "S": list(e.goniometer.get_setting_rotation()),
+             "image_range": list(e.scan.get_image_range()), "oscillation": list(e.scan.get_oscillation()),
+             "exposure": list(e.scan.get_exposure_times()), "epochs": list(e.scan.get_epochs()),
+             "A": list(e.crystal.get_A()), "cell": list(e.crystal.get_unit_cell().parameters()),
+             "cell_sd": list(e.crystal.get_cell_parameter_sd()),
+             "space_group": e.crystal.get_space_group().type().lookup_symbol(),
+             "profile": e.profile.to_dict() if e.profile is not None else None}
+        out.append(d)
+    return out
+
+a, b = load(sys.argv[1]), load(sys.argv[2])
+
+def diff(x, y):
+    if isinstance(x, dict):
+        return max([diff(x[k], y[k]) for k in x] or [0.0])
+    if isinstance(x, list):
+        if len(x) != len(y):
+            return float("inf")
+        return max([diff(u, v) for u, v in zip(x, y)] or [0.0])
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return abs(x - y)
+    return 0.0 if x == y else float("inf")
+
+keys = sorted(a[0]) if a else []
+print(json.dumps({"n_experiments": [len(a), len(b)],
+                  "max_abs_diff": {k: max(diff(u[k], v[k]) for u, v in zip(a, b)) for k in keys},
+                  "cell": a[0]["cell"] if a else None, "cell_sd": a[0]["cell_sd"] if a else None}))
+"""
+
+
+def check_expt(original: str | os.PathLike[str], workdir: str | os.PathLike[str]) -> dict:
+    """xtal rewrites an .expt; DIALS loads both and compares every model value."""
+    from processing.io.expt import read_experiments, write_experiments
+
+    original = Path(original)
+    out = Path(workdir) / ("xtal_" + original.name)
+    write_experiments(str(out), read_experiments(str(original)))
+    result = _run_dials(_DIALS_EXPT_SCRIPT, str(original), str(out))
+    result["file"] = str(original)
+    result["identical"] = all(v == 0.0 for v in result["max_abs_diff"].values())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     files = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or DEFAULT_REFL
     report: dict = {"dials_python": DIALS_PYTHON}
@@ -259,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         report["refl"] = [check_refl(f, tmp) for f in present]
         if present:
             report["refl"].append(check_refl_synthetic(present, tmp))
-    report["all_identical"] = all(r["identical"] for r in report["refl"]) and bool(report["refl"])
+        report["expt"] = [check_expt(f.with_suffix(".expt"), tmp) for f in present
+                          if f.with_suffix(".expt").exists()]
+    report["all_identical"] = (all(r["identical"] for r in report["refl"] + report["expt"])
+                               and bool(report["refl"]))
     print(json.dumps(report, indent=2))
     return 0 if report["all_identical"] else 1
 
