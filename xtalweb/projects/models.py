@@ -1,0 +1,146 @@
+"""Projects, their sweeps and the stage runs that process them.
+
+A lab group is Django's auth ``Group``. The science results themselves live in files
+under each StageRun's own output folder; the database keeps the small JSON summary
+each stage returns, which is what the pages draw.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    group = models.ForeignKey(
+        Group,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="projects",
+        help_text="Lab group that shares this project (optional).",
+    )
+    data_root = models.CharField(
+        max_length=4096, help_text="Absolute (resolved) folder inside one of the DATA_ROOTS."
+    )
+    work_dir = models.CharField(max_length=4096, blank=True, help_text="WORK_ROOT/<project id>")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("project_detail", args=[self.pk])
+
+
+class Sweep(models.Model):
+    """One imported sweep (a rotation scan, or a still) and its geometry as imported."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sweeps")
+    name = models.CharField(max_length=255)
+    files = models.JSONField(default=list, blank=True)
+    image_range_start = models.IntegerField(null=True, blank=True)
+    image_range_end = models.IntegerField(null=True, blank=True)
+    n_images = models.PositiveIntegerField(default=0)
+    oscillation_start = models.FloatField(null=True, blank=True, help_text="degrees")
+    oscillation_width = models.FloatField(null=True, blank=True, help_text="degrees per image")
+    detector = models.CharField(max_length=255, blank=True)
+    wavelength = models.FloatField(null=True, blank=True, help_text="Å")
+    beam_centre_x = models.FloatField(null=True, blank=True, help_text="px (fast)")
+    beam_centre_y = models.FloatField(null=True, blank=True, help_text="px (slow)")
+    distance = models.FloatField(null=True, blank=True, help_text="mm")
+    included = models.BooleanField(default=True)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["project", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.name}"
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "files": self.files,
+            "image_range": [self.image_range_start, self.image_range_end],
+            "n_images": self.n_images,
+            "oscillation": [self.oscillation_start, self.oscillation_width],
+            "detector": self.detector,
+            "wavelength": self.wavelength,
+            "beam_centre_px": [self.beam_centre_x, self.beam_centre_y],
+            "distance_mm": self.distance,
+            "included": self.included,
+        }
+
+
+class StageRun(models.Model):
+    class Stage(models.TextChoices):
+        IMPORT = "import", "import"
+        FIND_SPOTS = "find_spots", "find spots"
+        INDEX = "index", "index"
+        REFINE = "refine", "refine"
+        INTEGRATE = "integrate", "integrate"
+        COSYM = "cosym", "cosym"
+        SCALE = "scale", "scale"
+        FILTER = "filter", "ΔCC½ filter"
+        RESOLUTION = "resolution", "resolution"
+        MERGE = "merge", "merge"
+        MULTIPLEX = "multiplex", "multiplex"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    parameters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="The one clear message shown to the user.")
+    summary = models.JSONField(default=dict, blank=True)
+    output_dir = models.CharField(max_length=4096, blank=True)
+    parents = models.ManyToManyField("self", symmetrical=False, related_name="children", blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.stage}#{self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    def get_log_url(self) -> str:
+        return reverse("stagerun_log", args=[self.project_id, self.pk])
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.pk,
+            "stage": self.stage,
+            "status": self.status,
+            "progress": self.progress,
+            "error": self.error,
+            "summary": self.summary,
+            "parameters": self.parameters,
+            "output_dir": self.output_dir,
+            "created": self.created.isoformat() if self.created else None,
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+            "log_url": self.get_log_url(),
+        }
