@@ -1,0 +1,187 @@
+"""Rotation-scan reflection prediction (DIALS's ScanStaticRayPredictor), vectorised.
+
+A reciprocal-lattice point of index h sits at ``r(φ) = S · R(e, φ) · F · A · h`` in the
+laboratory frame (S setting rotation, R the scan rotation about the unit axis e, F the
+fixed rotation, A = U·B). It diffracts when it lies on the Ewald sphere,
+``|s0 + r(φ)| = |s0|``. Writing ``r0 = F·A·h`` and ``s0' = Sᵀ·s0`` (the beam seen from
+the scan-axis frame) and expanding R by Rodrigues,
+
+    R r0 = r∥ + cos φ · r⊥ + sin φ · (e × r0),
+
+the condition ``2 s0'·R r0 + |r0|² = 0`` becomes ``a cos φ + b sin φ = c`` with
+``a = s0'·r⊥``, ``b = s0'·(e × r0)``, ``c = −(|r0|²/2 + s0'·r∥)``: two crossings
+``φ = atan2(b, a) ± acos(c / √(a² + b²))`` when ``|c| ≤ √(a² + b²)``.
+
+A crossing is *entering* when the point moves into the sphere, which DIALS writes as
+``s1 · (s0 × m2) < 0`` (m2 the rotation axis in the lab frame).
+"""
+from __future__ import annotations
+
+import math
+
+import gemmi
+import numpy as np
+
+from ..models import Beam, Detector, Goniometer, Scan
+from ..models.crystal import b_matrix
+
+__all__ = ["generate_indices", "predict_rotation", "rotate_about_axis"]
+
+
+def _group_ops(space_group) -> gemmi.GroupOps | None:
+    if space_group is None:
+        return None
+    if isinstance(space_group, gemmi.GroupOps):
+        return space_group
+    if isinstance(space_group, gemmi.SpaceGroup):
+        return space_group.operations()
+    if isinstance(space_group, str):
+        sg = gemmi.find_spacegroup_by_name(space_group)
+        if sg is None:  # a Hall symbol
+            return gemmi.symops_from_hall(space_group.strip())
+        return sg.operations()
+    raise TypeError(f"cannot use {space_group!r} as a space group")
+
+
+def generate_indices(cell, d_min: float, space_group=None, d_max: float | None = None) -> np.ndarray:
+    """All Miller indices (N×3 int) with d_min ≤ d (≤ d_max), without (0,0,0).
+
+    With a space group (gemmi SpaceGroup / GroupOps / symbol) the systematically
+    absent indices are left out. The full sphere is returned, not an asymmetric unit.
+    """
+    if not d_min > 0:
+        raise ValueError(f"d_min must be positive, got {d_min}")
+    B = b_matrix(cell)
+    real = np.linalg.inv(B)  # columns are a, b, c (the rows of A⁻¹ for U = I)
+    lengths = np.linalg.norm(real, axis=0)
+    hmax = np.floor(lengths / d_min).astype(int)
+    ranges = [np.arange(-m, m + 1) for m in hmax]
+    h = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+    r2 = np.einsum("ij,nj->ni", B, h)
+    inv_d2 = np.einsum("ni,ni->n", r2, r2)
+    keep = (inv_d2 > 0) & (inv_d2 <= 1.0 / d_min**2 * (1 + 1e-12))
+    if d_max is not None:
+        keep &= inv_d2 >= 1.0 / d_max**2
+    h = h[keep]
+    ops = _group_ops(space_group)
+    if ops is not None and len(h):
+        h = h[~np.asarray(ops.systematic_absences(h.astype(np.int32)), dtype=bool)]
+    return h.astype(np.int32)
+
+
+def rotate_about_axis(v: np.ndarray, axis: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Rotate vectors v (N×3) right-handedly about the unit ``axis`` by angles φ (N, rad)."""
+    e = np.asarray(axis, dtype=float)
+    e = e / np.linalg.norm(e)
+    c = np.cos(phi)[:, None]
+    s = np.sin(phi)[:, None]
+    par = (v @ e)[:, None] * e
+    return par + c * (v - par) + s * np.cross(e, v)
+
+
+def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, scan: Scan, *,
+                     d_min: float | None = None, space_group=None, miller_indices=None,
+                     margin_deg: float = 0.0, keep_off_detector: bool = False) -> dict:
+    """Predict the reflections of one rotation sweep.
+
+    ``A`` (3×3, 1/Å) is the crystal's U·B at φ = 0. Indices are ``miller_indices`` if
+    given, else all indices to ``d_min`` (default: the detector's corner resolution)
+    minus the space group's systematic absences. Reflections are kept whose crossing
+    angle lies in the scan's oscillation range widened by ``margin_deg`` on each side,
+    and (unless ``keep_off_detector``) that hit a panel.
+
+    Returns a dict of arrays with DIALS's column names: ``miller_index`` (N×3 int32),
+    ``s1`` (N×3, 1/Å), ``xyzcal.mm`` (x, y mm on the panel and φ in rad),
+    ``xyzcal.px`` (x, y px including parallax and z the frame), ``panel`` (uint64; for
+    rays off the detector −1 as int64 when ``keep_off_detector``), ``entering``
+    (bool), ``d`` (Å), and ``zeta`` (m2·e1 as DIALS: 1/|zeta| is the Lorentz factor).
+    """
+    A = np.asarray(A, dtype=float)
+    s0 = np.asarray(beam.s0, dtype=float)
+    if miller_indices is None:
+        if d_min is None:
+            d_min = detector.get_max_resolution(s0)
+        real = np.linalg.inv(A)
+        cell = _cell_of(real)
+        miller_indices = generate_indices(cell, d_min, space_group)
+    h = np.asarray(miller_indices, dtype=np.int32).reshape(-1, 3)
+    if d_min is not None:
+        rr = h @ A.T
+        h = h[np.einsum("ij,ij->i", rr, rr) <= 1.0 / d_min**2 * (1 + 1e-12)]
+
+    S = goniometer.setting_rotation
+    F = goniometer.fixed_rotation
+    e = goniometer.rotation_axis / np.linalg.norm(goniometer.rotation_axis)
+    s0p = S.T @ s0
+    r0 = h @ (F @ A).T
+    r_par_len = r0 @ e
+    r_par = r_par_len[:, None] * e
+    r_perp = r0 - r_par
+    e_x_r = np.cross(e, r0)
+    a = r_perp @ s0p
+    b = e_x_r @ s0p
+    c = -(0.5 * np.einsum("ij,ij->i", r0, r0) + r_par @ s0p)
+    rho = np.hypot(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c / rho
+    ok = (rho > 0) & (np.abs(ratio) <= 1.0)
+    idx = np.nonzero(ok)[0]
+    base = np.arctan2(b[idx], a[idx])
+    delta = np.arccos(ratio[idx])
+    phi_all = np.concatenate([base + delta, base - delta])
+    which = np.concatenate([idx, idx])
+
+    # place the crossings in the (widened) oscillation range, repeating every 2π
+    lo_deg, hi_deg = scan.oscillation_range
+    lo = math.radians(lo_deg - margin_deg)
+    hi = math.radians(hi_deg + margin_deg)
+    phi0 = lo + np.mod(phi_all - lo, 2 * math.pi)
+    phis, rows = [], []
+    k = 0
+    while lo + 2 * math.pi * k <= hi:
+        p = phi0 + 2 * math.pi * k
+        sel = p <= hi
+        phis.append(p[sel])
+        rows.append(which[sel])
+        k += 1
+    phi = np.concatenate(phis) if phis else np.zeros(0)
+    rows = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+    order = np.lexsort((phi, rows))
+    phi, rows = phi[order], rows[order]
+
+    r_phi = rotate_about_axis(r0[rows], e, phi)
+    s1 = (s0p + r_phi) @ S.T
+    m2 = S @ e
+    entering = s1 @ np.cross(s0, m2) < 0.0
+    e1 = np.cross(s1, s0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zeta = (e1 @ m2) / (np.linalg.norm(s1, axis=1) * np.linalg.norm(s0))
+
+    panel, mm = detector.get_ray_intersection(s1)
+    if not keep_off_detector:
+        on = panel >= 0
+        rows, phi, s1, entering, zeta, panel, mm = (x[on] for x in (rows, phi, s1, entering, zeta, panel, mm))
+    px = np.full_like(mm, np.nan)
+    for i, p in enumerate(detector.panels):
+        sel = panel == i
+        if np.any(sel):
+            px[sel] = p.millimeter_to_pixel(mm[sel])
+    z = scan.frame_from_angle(np.degrees(phi))
+    hk = h[rows]
+    rr = hk @ A.T
+    d = 1.0 / np.sqrt(np.einsum("ij,ij->i", rr, rr))
+    return {
+        "miller_index": hk.astype(np.int32),
+        "s1": s1,
+        "xyzcal.mm": np.column_stack([mm, phi]),
+        "xyzcal.px": np.column_stack([px, z]),
+        "panel": panel.astype(np.uint64) if not keep_off_detector else panel,
+        "entering": entering,
+        "d": d,
+        "zeta": zeta,
+    }
+
+
+def _cell_of(real: np.ndarray) -> tuple[float, ...]:
+    from ..models.crystal import cell_from_real_space
+    return cell_from_real_space(real)

@@ -1,0 +1,174 @@
+"""SimulateParams: the parameters of ``xtal simulate`` (one frozen dataclass).
+
+Fields left at ``None`` take the preset's value (see ``presets.py``); ``resolve``
+returns a copy with every field filled and checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import gemmi
+
+from ..errors import XtalError
+from ..params import param
+
+
+@dataclass(frozen=True)
+class SimulateParams:
+    """Parameters of the diffraction simulator (``xtal simulate key=value …``)."""
+
+    preset: str = param("tiny", 'Starting point: tiny, insulin-24 or lysozyme-wedges; the other fields override it.')
+    output_dir: str = param(".", 'Folder the files are written into (created if missing).')
+    mode: str | None = param(None, 'images (NXmx sweeps) or reflections (an integrated-like .expt/.refl, fast).')
+    seed: int = param(0, 'Random seed: the same parameters and seed give the same data set.')
+    n_crystals: int | None = param(None, 'Number of crystals (one sweep each).')
+    n_images: int | None = param(None, 'Images per sweep.')
+    oscillation_width: float | None = param(None, 'Rotation per image (deg).')
+    start_angle: float | None = param(None, 'Scan start angle φ of every sweep (deg).')
+    exposure_time: float | None = param(None, 'Exposure per image (s); signal and background scale with it.')
+    space_group: str | None = param(None, "Space group symbol (Hermann–Mauguin, e.g. 'I 21 3').")
+    unit_cell: tuple[float, ...] | None = param(None, 'Reference unit cell a, b, c (Å), α, β, γ (deg).')
+    d_min: float | None = param(None, 'High-resolution limit of the simulated reflections (Å); None: the detector corner.')
+    d_edge: float | None = param(None, 'Resolution at the nearest detector edge (Å); sets the distance when distance is None.')
+    distance: float | None = param(None, 'Sample–detector distance (mm); None: from d_edge.')
+    detector: str | None = param(None, 'eiger1m (1028×1062 px, for tests) or eiger9m (Eiger 2X 9M, 3108×3262 px).')
+    wavelength: float | None = param(None, 'X-ray wavelength (Å).')
+    mosaicity: float | None = param(None, 'Mosaic spread σ_m (deg), the Gaussian rocking width before the Lorentz factor.')
+    beam_divergence: float | None = param(None, 'Beam divergence σ_b (deg); sets the spot size on the detector and adds to the rocking width.')
+    cell_jitter: float | None = param(None, 'Relative standard deviation of the cell between crystals (kept in the space group).')
+    b_factor: float | None = param(None, 'Overall isotropic B of the reference structure (Å²).')
+    b_factor_jitter: float | None = param(None, 'Standard deviation of the per-crystal extra B (Å², added to b_factor).')
+    scale_jitter: float | None = param(None, 'Relative standard deviation of the per-crystal scale (crystal volume).')
+    signal: float | None = param(None, 'Mean counts of a fully recorded reflection at low resolution (before Lorentz/polarisation).')
+    background: float | None = param(None, 'Mean background counts per pixel per image at low angle, at the preset exposure.')
+    n_atoms: int | None = param(None, 'Random atoms in the asymmetric unit of the truth structure (ignored with model).')
+    model: str | None = param(None, 'A PDB/mmCIF model to compute the structure factors from instead of random atoms.')
+    n_weak: int | None = param(None, 'Crystals exposed 10× less (flag weak).')
+    n_non_isomorphous: int | None = param(None, 'Crystals with cell +2 % and perturbed atoms (flag non_isomorphous).')
+    n_damaged: int | None = param(None, 'Crystals with radiation damage: decay and B rising with image number (flag damaged).')
+    n_second_lattice: int | None = param(None, 'Crystals with a second lattice of random orientation in the same sweep (flag second_lattice).')
+    alt_setting_fraction: float | None = param(None, 'Fraction of crystals simulated in the alternative indexing setting (if the symmetry has one).')
+    damage_b_per_image: float | None = param(None, 'B increase per image of a damaged crystal (Å²).')
+    damage_decay_per_image: float | None = param(None, 'Relative intensity loss per image of a damaged crystal.')
+    saturation_value: int | None = param(None, 'Counts at which a pixel saturates (clipped; written as the NXmx saturation_value).')
+    images_per_file: int = param(100, 'Images per NXmx data file.')
+    error_model_a: float | None = param(None, "Reflection mode: multiplicative error-model factor a (σ' = a·√(σ² + (b·I)²)).")
+    error_model_b: float | None = param(None, 'Reflection mode: error-model term b.')
+    outlier_fraction: float | None = param(None, 'Reflection mode: fraction of observations made outliers (×3 to ×10).')
+
+
+DETECTORS = ("eiger1m", "eiger9m")
+MODES = ("images", "reflections")
+
+_POSITIVE = ("n_crystals", "n_images", "oscillation_width", "exposure_time", "wavelength",
+             "signal", "n_atoms", "d_edge")
+_NON_NEGATIVE = ("mosaicity", "beam_divergence", "cell_jitter", "b_factor_jitter", "scale_jitter",
+                 "background", "n_weak", "n_non_isomorphous", "n_damaged", "n_second_lattice",
+                 "damage_b_per_image", "damage_decay_per_image", "error_model_b", "outlier_fraction")
+
+
+def parse_unit_cell(value) -> tuple[float, ...]:
+    """'a,b,c,al,be,ga' or a sequence → 6 floats (XtalError if malformed)."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(",", " ").split() if p]
+    else:
+        parts = list(value)
+    try:
+        cell = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma") from None
+    if len(cell) != 6:
+        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma, got {len(cell)}")
+    return cell
+
+
+def resolve(params: SimulateParams) -> SimulateParams:
+    """Fill the ``None`` fields from the preset and check every value (XtalError)."""
+    from .presets import PRESETS
+
+    if params.preset not in PRESETS:
+        raise XtalError(f"unknown preset {params.preset!r}; known presets: {', '.join(PRESETS)}")
+    base = PRESETS[params.preset]
+    values = {}
+    for f in dataclasses.fields(params):
+        v = getattr(params, f.name)
+        if v is None and f.name in base:
+            v = base[f.name]
+        values[f.name] = v
+    p = dataclasses.replace(params, **values)
+    _validate(p)
+    return p
+
+
+def _validate(p: SimulateParams) -> None:
+    if p.mode not in MODES:
+        raise XtalError(f"mode={p.mode!r}: must be one of {', '.join(MODES)}")
+    if p.detector not in DETECTORS:
+        raise XtalError(f"detector={p.detector!r}: must be one of {', '.join(DETECTORS)}")
+    if p.n_images is not None and p.n_images <= 0:
+        raise XtalError(f"n_images={p.n_images}: a sweep needs at least one image")
+    if p.n_crystals is not None and p.n_crystals <= 0:
+        raise XtalError(f"n_crystals={p.n_crystals}: need at least one crystal")
+    for name in _POSITIVE:
+        v = getattr(p, name)
+        if v is not None and not v > 0:
+            raise XtalError(f"{name}={v}: must be positive")
+    for name in _NON_NEGATIVE:
+        v = getattr(p, name)
+        if v is not None and not v >= 0:
+            raise XtalError(f"{name}={v}: must not be negative")
+    if p.d_min is not None and not p.d_min > 0:
+        raise XtalError(f"d_min={p.d_min}: must be positive")
+    if p.distance is not None and not p.distance > 0:
+        raise XtalError(f"distance={p.distance}: must be positive (mm)")
+    if not 0 <= (p.alt_setting_fraction or 0) <= 1:
+        raise XtalError(f"alt_setting_fraction={p.alt_setting_fraction}: must be between 0 and 1")
+    if not 0 <= (p.damage_decay_per_image or 0) < 1:
+        raise XtalError(f"damage_decay_per_image={p.damage_decay_per_image}: must be in [0, 1)")
+    if p.images_per_file <= 0:
+        raise XtalError(f"images_per_file={p.images_per_file}: must be positive")
+    flagged = (p.n_weak or 0) + (p.n_non_isomorphous or 0)
+    if p.n_crystals is not None and flagged > p.n_crystals:
+        raise XtalError(f"n_weak + n_non_isomorphous = {flagged} is more than n_crystals={p.n_crystals}")
+    if p.model is None:
+        check_symmetry(p.space_group, p.unit_cell)
+
+
+def check_symmetry(space_group: str, unit_cell) -> tuple[gemmi.SpaceGroup, tuple[float, ...]]:
+    """The gemmi space group and the cell, or XtalError if either is impossible."""
+    sg = gemmi.find_spacegroup_by_name(str(space_group)) if space_group else None
+    if sg is None:
+        raise XtalError(f"space_group={space_group!r}: unknown space group")
+    if sg.is_centrosymmetric():
+        raise XtalError(f"space_group={space_group!r} is centrosymmetric; a protein crystal's is not")
+    cell = parse_unit_cell(unit_cell)
+    a, b, c, al, be, ga = cell
+    if min(a, b, c) <= 0:
+        raise XtalError(f"unit_cell={_fmt(cell)}: cell lengths must be positive")
+    if min(al, be, ga) <= 0 or max(al, be, ga) >= 180 or al + be + ga >= 360 or \
+            al >= be + ga or be >= al + ga or ga >= al + be:
+        raise XtalError(f"unit_cell={_fmt(cell)}: these angles make no cell")
+    uc = gemmi.UnitCell(*cell)
+    if not uc.volume > 0:
+        raise XtalError(f"unit_cell={_fmt(cell)}: the cell has no volume")
+    if not uc.is_compatible_with_spacegroup(sg, 1e-3):
+        raise XtalError(f"unit_cell={_fmt(cell)} does not fit space group {sg.xhm()} "
+                        f"({sg.crystal_system_str()})")
+    return sg, cell
+
+
+def _fmt(cell) -> str:
+    return ",".join(f"{x:g}" for x in cell)
+
+
+def as_dict(params: SimulateParams) -> dict:
+    """JSON-able dict of the parameters (for logs and StageRun records)."""
+    d = dataclasses.asdict(params)
+    if d.get("unit_cell") is not None:
+        d["unit_cell"] = list(d["unit_cell"])
+    return d
+
+
+__all__ = ["SimulateParams", "resolve", "check_symmetry", "parse_unit_cell", "as_dict",
+           "DETECTORS", "MODES"]
