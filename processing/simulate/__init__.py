@@ -270,7 +270,8 @@ def write_simulation(result: SimulationResult, out_dir: str) -> dict:
                                  images_per_file=p.images_per_file, detector_name=result.detector_name,
                                  sensor_material=e.detector[0].material,
                                  sensor_thickness_mm=e.detector[0].thickness)
-            e.imageset = ImageSource(kind="ImageSequence", template=master)
+            e.imageset = ImageSource(kind="ImageSequence", template=master,
+                                     single_file_indices=list(range(e.scan.num_images)))
             files["images"].append(written)
             refl = os.path.join(out_dir, f"truth_reflections_{k:03d}.refl")
             write_reflections(refl, s.truth_table())
