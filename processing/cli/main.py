@@ -12,6 +12,7 @@ from ..errors import XtalError
 COMMANDS = {
     "import": ("processing.cli.import_", "read image headers and write imported.expt (dials.import)"),
     "show": ("processing.cli.show", "print experiment models and reflection-table summaries (dials.show)"),
+    "integrate": ("processing.cli.integrate", "integrate reflections: background, summation, profile fitting (dials.integrate)"),
     "refine": ("processing.cli.refine", "refine beam, detector and crystal models against indexed centroids (dials.refine)"),
     "simulate": ("processing.cli.simulate", "simulate multi-crystal rotation data with known truth"),
 }

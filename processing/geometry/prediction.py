@@ -94,7 +94,7 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     ``s1`` (N×3, 1/Å), ``xyzcal.mm`` (x, y mm on the panel and φ in rad),
     ``xyzcal.px`` (x, y px including parallax and z the frame), ``panel`` (uint64; for
     rays off the detector −1 as int64 when ``keep_off_detector``), ``entering``
-    (bool), ``d`` (Å), and ``zeta`` (m2·e1 as DIALS: 1/|zeta| is the Lorentz factor).
+    (bool), ``d`` (Å), and ``zeta`` (m2·ê1 as DIALS, ê1 = unit(s1 × s0); a rocking width σ_m spans σ_m/|ζ| in φ).
     """
     A = np.asarray(A, dtype=float)
     s0 = np.asarray(beam.s0, dtype=float)
@@ -155,7 +155,7 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     entering = s1 @ np.cross(s0, m2) < 0.0
     e1 = np.cross(s1, s0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        zeta = (e1 @ m2) / (np.linalg.norm(s1, axis=1) * np.linalg.norm(s0))
+        zeta = (e1 @ m2) / np.linalg.norm(e1, axis=1)  # DIALS: m2 · ê1, ê1 = unit(s1 × s0)
 
     panel, mm = detector.get_ray_intersection(s1)
     if not keep_off_detector:

@@ -202,7 +202,9 @@ def spot_model(pred: dict, panel: Panel, beam: Beam, intensity: np.ndarray, k_sc
     s1 = pred["s1"]
     s1u = s1 / np.linalg.norm(s1, axis=1, keepdims=True)
     zeta = np.abs(pred["zeta"])
-    lorentz = 1.0 / np.maximum(zeta, 1e-3)
+    # Lorentz factor 1/L with L = |m2·(s1×s0)|/(|s1||s0|) = |ζ| sin2θ, as DIALS's lp
+    sin2theta = np.linalg.norm(np.cross(s1u, beam.s0 / np.linalg.norm(beam.s0)), axis=1)
+    lorentz = 1.0 / np.maximum(zeta * sin2theta, 1e-3)
     pol = polarisation(beam, s1u)
     qe = quantum_efficiency(panel, s1u)
     sh = np.ones(len(s1))

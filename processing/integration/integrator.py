@@ -1,0 +1,927 @@
+"""The integrate stage: predict, model the profile, read shoeboxes, background,
+summation, profile fitting, corrections (DIALS's ``dials.integrate``).
+
+Per sweep:
+
+1. Predict every reflection to d_min inside the scan (Ewald crossings; rays that
+   hit a panel); drop |ζ| < min_zeta. Match the input's indexed reflections to the
+   predictions (same hkl, nearest frame): they are the references.
+2. Reference pass (one read of the images): small windows around the references
+   give σ_b and σ_m (profile_model.py) and then the 3-D reference profiles per
+   detector region (profile_fitting.py).
+3. Integration pass (a second read): bounding boxes from the profile model
+   (n_σ = 3), pixels copied frame by frame into the shoeboxes of the reflections in
+   the current block (memory bounded by ``block_memory_mb``, never a whole sweep),
+   overlapped pixels given to the nearest reflection, foreground/background masks,
+   robust background, summation, centroid, profile fitting, flags.
+4. Corrections (lp, qe, partiality) and the DIALS columns.
+
+Sweeps and blocks run in parallel processes (``nproc``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..errors import XtalError
+from ..geometry.prediction import predict_rotation
+from ..models import Experiment, ExperimentList
+from ..params import param
+from ..reflections import Flags, ReflectionTable
+from .background import BACKGROUND_ALGORITHMS, estimate_background
+from .corrections import lp_correction, partiality, qe_correction
+from .profile_fitting import (GridSpec, ReferenceProfiles, fit_profile, frame_cells, pixel_cells,
+                              region_index)
+from .profile_model import ProfileModel, estimate_sigma_b, estimate_sigma_m, window_moments
+from .shoebox import (POOL_OVERLOAD, POOL_OWNED, POOL_VALID, compute_bbox, corner_coords, extract_frame,
+                      kabsch_frames, pool_layout)
+from .summation import centroid_finish, summation
+
+__all__ = ["IntegrateParams", "run_integrate", "integrate_sweep"]
+
+
+@dataclass(frozen=True)
+class IntegrateParams:
+    """Parameters of ``xtal integrate`` (dials.integrate)."""
+
+    d_min: float | None = param(None, "resolution limit of the prediction (Å); default: the detector corners")
+    nproc: int = param(1, "processes: sweeps and blocks of images are integrated in parallel")
+    profile_fitting: bool = param(True, "fit 3-D reference profiles (intensity.prf); summation is always done")
+    background_algorithm: str = param("glm", "background model: glm (robust Poisson, DIALS's default) or simple (mean)")
+    n_sigma: float = param(3.0, "shoebox half-size in standard deviations of the profile model")
+    sigma_b: float | None = param(None, "override σ_b (degrees); default: estimated from indexed reflections")
+    sigma_m: float | None = param(None, "override σ_m (degrees); default: estimated from indexed reflections")
+    min_zeta: float = param(0.05, "skip reflections with |ζ| below this (too close to the rotation axis)")
+    grid_size: int = param(5, "reference profile grid half-size (the grid has 2·n+1 cells per axis)")
+    scan_step: float = param(5.0, "degrees of rotation per reference-profile block")
+    min_reference: int = param(10, "fewest references for a region's own profile (else the sweep's)")
+    max_reference: int = param(3000, "most references per sweep used to model the profile")
+    block_memory_mb: float = param(256.0, "memory for the shoeboxes of one block of images (MB)")
+    tuning_constant: float = param(1.345, "Huber tuning constant of the robust background")
+    min_background_pixels: int = param(10, "fewest background pixels for a background estimate")
+
+    def __post_init__(self):
+        if self.d_min is not None and not self.d_min > 0:
+            raise ValueError(f"d_min must be positive, got {self.d_min}")
+        if self.nproc < 1:
+            raise ValueError("nproc must be at least 1")
+        if self.background_algorithm not in BACKGROUND_ALGORITHMS:
+            raise ValueError(f"background_algorithm must be one of {', '.join(BACKGROUND_ALGORITHMS)}")
+        if not self.n_sigma > 0:
+            raise ValueError("n_sigma must be positive")
+        if self.grid_size < 1:
+            raise ValueError("grid_size must be at least 1")
+        for name in ("sigma_b", "sigma_m"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be positive")
+
+
+# result columns of the kernel
+R_ISUM, R_VSUM, R_BG, R_BGSUM, R_BGVAR, R_IPRF, R_VPRF, R_CORR, R_X, R_Y, R_Z, R_VX, R_VY, R_VZ = range(14)
+N_RES = 14
+I_NVALID, I_NBG, I_NFG, I_STATUS = range(4)
+N_IRES = 4
+S_SUM_OK, S_PRF_OK, S_OVERLOAD, S_FG_BAD, S_BG_FAIL, S_PRF_FAIL, S_CENTROID, S_LEARNED, S_PRF_TRIED = (
+    1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@njit(cache=True)
+def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta, phi, centre,
+                      origin, fast, slow, px, py, phi0, dphi, f0, delta_b, delta_m,
+                      bg_alg, bg_c, bg_min_pixels, profiles, prof_ok, region, do_fit, learn, acc, acc_count,
+                      nsub, G, R, w, res, ires):  # pragma: no cover (numba)
+    """Background, summation, centroid and profile learning/fitting of shoeboxes ``rows``.
+
+    ``dbox`` is the layout of each reflection's pixels in the pool, ``bbox`` the box
+    processed (inside dbox). Profiles are (n_regions, G, G·G) fractions;
+    ``acc`` accumulates learned references in the same shape.
+    """
+    maxc = 1
+    maxv = 1
+    maxp = 1
+    maxz = 1
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        nx = bbox[r, 1] - bbox[r, 0]
+        ny = bbox[r, 3] - bbox[r, 2]
+        nz = bbox[r, 5] - bbox[r, 4]
+        maxc = max(maxc, (nx + 1) * (ny + 1))
+        maxv = max(maxv, nx * ny * nz)
+        maxp = max(maxp, nx * ny)
+        maxz = max(maxz, nz)
+    cc1 = np.empty(maxc)
+    cc2 = np.empty(maxc)
+    fg2d = np.zeros(maxp, dtype=np.bool_)
+    bgbuf = np.empty(maxv)
+    dval = np.empty(maxv)
+    pval = np.empty(maxv)
+    ns2 = nsub * nsub
+    pcell = np.zeros((maxp, ns2), dtype=np.int64)
+    pfrac = np.zeros((maxp, ns2))
+    pn = np.zeros(maxp, dtype=np.int64)
+    parea = np.zeros(maxp)
+    fw = np.zeros((maxz, G))
+    flen = np.zeros(maxz)
+    inv_db = 1.0 / delta_b
+    inv_dm = 1.0 / delta_m
+    default = np.zeros(3)
+    for t in range(rows.shape[0]):
+        r = rows[t]
+        x0, x1, y0, y1, z0, z1 = bbox[r, 0], bbox[r, 1], bbox[r, 2], bbox[r, 3], bbox[r, 4], bbox[r, 5]
+        dx0, dy0, dz0 = dbox[r, 0], dbox[r, 2], dbox[r, 4]
+        dnx = dbox[r, 1] - dbox[r, 0]
+        dny = dbox[r, 3] - dbox[r, 2]
+        nx = x1 - x0
+        ny = y1 - y0
+        nz = z1 - z0
+        nxc = nx + 1
+        corner_coords(x0, x1, y0, y1, origin, fast, slow, px, py, e1[r], e2[r], s1e[r], cc1, cc2)
+        for j in range(ny):
+            for i in range(nx):
+                a = j * nxc + i
+                d1 = cc1[a] ** 2 + cc2[a] ** 2
+                d2 = cc1[a + 1] ** 2 + cc2[a + 1] ** 2
+                d3 = cc1[a + nxc] ** 2 + cc2[a + nxc] ** 2
+                d4 = cc1[a + nxc + 1] ** 2 + cc2[a + nxc + 1] ** 2
+                fg2d[j * nx + i] = min(min(d1, d2), min(d3, d4)) * inv_db * inv_db <= 1.0
+        status = 0
+        nbg = 0
+        nfg = 0
+        nvalid = 0
+        sumfg = 0.0
+        for k in range(nz):
+            for j in range(ny):
+                base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
+                for i in range(nx):
+                    m = pool_mask[base + i]
+                    if not (m & POOL_OWNED):
+                        continue
+                    isfg = fg2d[j * nx + i]
+                    if m & POOL_VALID:
+                        nvalid += 1
+                        v = pool[base + i]
+                        if isfg:
+                            nfg += 1
+                            sumfg += v
+                        else:
+                            bgbuf[nbg] = v
+                            nbg += 1
+                    elif isfg:
+                        status |= S_FG_BAD
+                        if m & POOL_OVERLOAD:
+                            status |= S_OVERLOAD
+        ires[r, I_NVALID] = nvalid
+        ires[r, I_NBG] = nbg
+        ires[r, I_NFG] = nfg
+        res[r, R_X] = centre[r, 0]
+        res[r, R_Y] = centre[r, 1]
+        res[r, R_Z] = centre[r, 2]
+        if nbg < bg_min_pixels:
+            ires[r, I_STATUS] = status | S_BG_FAIL
+            continue
+        B, conv = estimate_background(bgbuf, nbg, bg_alg, bg_c, 100)
+        I, V, bsum, bvar = summation(sumfg, nfg, B, nbg)
+        res[r, R_ISUM] = I
+        res[r, R_VSUM] = V
+        res[r, R_BG] = B
+        res[r, R_BGSUM] = bsum
+        res[r, R_BGVAR] = bvar
+        if nfg > 0 and not (status & S_FG_BAD):
+            status |= S_SUM_OK
+        # centroid of the background-subtracted foreground
+        sw = 0.0
+        swx = 0.0
+        swy = 0.0
+        swz = 0.0
+        swxx = 0.0
+        swyy = 0.0
+        swzz = 0.0
+        for k in range(nz):
+            zc = z0 + k + 0.5
+            for j in range(ny):
+                yc = y0 + j + 0.5
+                base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
+                for i in range(nx):
+                    if not fg2d[j * nx + i]:
+                        continue
+                    m = pool_mask[base + i]
+                    if (m & POOL_OWNED) and (m & POOL_VALID):
+                        wv = pool[base + i] - B
+                        if wv <= 0.0:
+                            continue
+                        xc = x0 + i + 0.5
+                        sw += wv
+                        swx += wv * xc
+                        swy += wv * yc
+                        swz += wv * zc
+                        swxx += wv * xc * xc
+                        swyy += wv * yc * yc
+                        swzz += wv * zc * zc
+        default[0] = centre[r, 0]
+        default[1] = centre[r, 1]
+        default[2] = centre[r, 2]
+        cx, cy, cz, vx, vy, vz, okc = centroid_finish(sw, swx, swy, swz, swxx, swyy, swzz, default)
+        res[r, R_X] = cx
+        res[r, R_Y] = cy
+        res[r, R_Z] = cz
+        res[r, R_VX] = vx
+        res[r, R_VY] = vy
+        res[r, R_VZ] = vz
+        if okc:
+            status |= S_CENTROID
+        want_learn = learn[r] and (status & S_SUM_OK) != 0
+        reg = region[r]
+        want_fit = do_fit and prof_ok[reg]
+        if not (want_learn or want_fit):
+            ires[r, I_STATUS] = status
+            continue
+        for k in range(nz):
+            pa = phi0 + (z0 + k - f0) * dphi
+            pb = pa + dphi
+            flen[k] = frame_cells(zeta[r] * (pa - phi[r]), zeta[r] * (pb - phi[r]), inv_dm, G, R, w, fw[k])
+        for j in range(ny):
+            for i in range(nx):
+                q = j * nx + i
+                if want_learn or fg2d[q]:
+                    nn, ar = pixel_cells(cc1, cc2, j, i, nxc, inv_db, nsub, G, R, w, pcell[q], pfrac[q])
+                    pn[q] = nn
+                    parea[q] = ar
+                else:
+                    pn[q] = 0
+        if want_learn:
+            for k in range(nz):
+                for j in range(ny):
+                    base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
+                    for i in range(nx):
+                        m = pool_mask[base + i]
+                        if not ((m & POOL_OWNED) and (m & POOL_VALID)):
+                            continue
+                        q = j * nx + i
+                        val = pool[base + i] - B
+                        for s in range(pn[q]):
+                            a = val * pfrac[q, s]
+                            c = pcell[q, s]
+                            for k3 in range(G):
+                                if fw[k, k3] > 0.0:
+                                    acc[reg, k3, c] += a * fw[k, k3]
+            acc_count[reg] += 1
+            status |= S_LEARNED
+        if want_fit:
+            status |= S_PRF_TRIED
+            nfit = 0
+            cellw = 1.0 / (w * w)
+            for k in range(nz):
+                zf = flen[k] / w
+                for j in range(ny):
+                    base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
+                    for i in range(nx):
+                        q = j * nx + i
+                        if not fg2d[q]:
+                            continue
+                        m = pool_mask[base + i]
+                        if not ((m & POOL_OWNED) and (m & POOL_VALID)):
+                            continue
+                        p = 0.0
+                        for s in range(pn[q]):
+                            c = pcell[q, s]
+                            acc2 = 0.0
+                            for k3 in range(G):
+                                if fw[k, k3] > 0.0:
+                                    acc2 += fw[k, k3] * profiles[reg, k3, c]
+                            p += pfrac[q, s] * acc2
+                        p *= parea[q] * cellw * zf
+                        dval[nfit] = pool[base + i]
+                        pval[nfit] = p
+                        nfit += 1
+            Ip, Vp, corr, okp = fit_profile(dval, pval, nfit, B, nbg, 10, 1e-3)
+            psum = 0.0
+            for q in range(nfit):
+                psum += pval[q]
+            if okp and psum > 0.01 and Vp > 0.0:
+                res[r, R_IPRF] = Ip
+                res[r, R_VPRF] = Vp
+                res[r, R_CORR] = corr
+                status |= S_PRF_OK
+            else:
+                status |= S_PRF_FAIL
+        ires[r, I_STATUS] = status
+
+
+# --------------------------------------------------------------------------- helpers
+
+def sweep_name(experiment: Experiment, index: int) -> str:
+    src = experiment.imageset
+    base = os.path.basename(src.template or (src.paths[0] if src and src.paths else "")) if src else ""
+    for suffix in ("_master.h5", ".nxs", ".h5"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return f"sweep {index} ({base})" if base else f"sweep {index}"
+
+
+def _panel_geometry(panel):
+    return (np.asarray(panel.origin, float), np.asarray(panel.fast_axis, float),
+            np.asarray(panel.slow_axis, float), float(panel.pixel_size[0]), float(panel.pixel_size[1]))
+
+
+def _hkl_key(h: np.ndarray) -> np.ndarray:
+    h = np.asarray(h, dtype=np.int64) + 1024
+    return (h[:, 0] << 22) | (h[:, 1] << 11) | h[:, 2]
+
+
+def match_to_predictions(pred_hkl, pred_z, obs_hkl, obs_z, max_dz: float) -> np.ndarray:
+    """Index of the prediction matching each observed reflection (same hkl, nearest
+    frame within ``max_dz``), −1 where none."""
+    out = np.full(len(obs_hkl), -1, dtype=np.int64)
+    if len(pred_hkl) == 0 or len(obs_hkl) == 0:
+        return out
+    pk = _hkl_key(pred_hkl)
+    order = np.argsort(pk, kind="stable")
+    pk_sorted = pk[order]
+    ok_ = _hkl_key(obs_hkl)
+    lo = np.searchsorted(pk_sorted, ok_, side="left")
+    hi = np.searchsorted(pk_sorted, ok_, side="right")
+    best = np.full(len(obs_hkl), np.inf)
+    for s in range(int((hi - lo).max(initial=0))):
+        idx = lo + s
+        has = idx < hi
+        cand = order[np.minimum(idx, len(order) - 1)]
+        dz = np.abs(pred_z[cand] - obs_z)
+        better = has & (dz < best) & (dz <= max_dz)
+        out[better] = cand[better]
+        best[better] = dz[better]
+    return out
+
+
+def _active_lists(bbox: np.ndarray, f_lo: int, f_hi: int):
+    """CSR lists of the reflections active on each frame f_lo..f_hi−1."""
+    z0 = bbox[:, 4].astype(np.int64)
+    z1 = bbox[:, 5].astype(np.int64)
+    n = np.maximum(z1 - z0, 0)
+    refl = np.repeat(np.arange(len(bbox)), n)
+    start = np.repeat(np.cumsum(n) - n, n)
+    frame = np.repeat(z0, n) + (np.arange(n.sum()) - start)
+    order = np.argsort(frame, kind="stable")
+    frame, refl = frame[order], refl[order]
+    ptr = np.searchsorted(frame, np.arange(f_lo, f_hi + 1))
+    return ptr, refl.astype(np.int64)
+
+
+def _read_into_pool(reader, experiment, bbox, centre, panel_of, f_lo, f_hi, static_masks):
+    """Read frames f_lo..f_hi−1 (array indices) into the shoeboxes ``bbox``."""
+    off, size = pool_layout(bbox)
+    pool = np.zeros(size, dtype=np.float32)
+    pool_mask = np.zeros(size, dtype=np.uint8)
+    first = experiment.scan.array_range[0]
+    panels = experiment.detector.panels
+    lists = {}
+    for k in range(len(panels)):
+        sel = np.nonzero(panel_of == k)[0]
+        if len(sel):
+            ptr, refl = _active_lists(bbox[sel], f_lo, f_hi)
+            lists[k] = (sel, ptr, refl)
+    scratch = {}
+    for f in range(f_lo, f_hi):
+        needed = [k for k, (sel, ptr, refl) in lists.items() if ptr[f - f_lo + 1] > ptr[f - f_lo]]
+        if not needed:
+            continue
+        data = reader.get_raw_data(f - first)
+        for k in needed:
+            sel, ptr, refl = lists[k]
+            active = sel[refl[ptr[f - f_lo]:ptr[f - f_lo + 1]]]
+            img = data[k]
+            if k not in scratch:
+                scratch[k] = (np.full(img.shape, np.inf, dtype=np.float64), np.full(img.shape, -1, dtype=np.int64))
+            dist, owner = scratch[k]
+            lo, hi = panels[k].trusted_range
+            extract_frame(img, static_masks[k], float(lo), float(hi), f, active.astype(np.int64), bbox,
+                          centre, off, pool, pool_mask, dist, owner)
+    return pool, pool_mask, off
+
+
+def _static_masks(reader, experiment):
+    try:
+        masks = reader.get_mask()
+    except (XtalError, NotImplementedError):
+        masks = None
+    out = []
+    for k, p in enumerate(experiment.detector.panels):
+        nx, ny = p.image_size
+        m = np.ones((ny, nx), dtype=bool) if masks is None else np.asarray(masks[k], dtype=bool)
+        for rect in p.mask or []:
+            x0, x1, y0, y1 = (int(v) for v in rect)
+            m[max(y0, 0):y1, max(x0, 0):x1] = False
+        out.append(np.ascontiguousarray(m))
+    return out
+
+
+# --------------------------------------------------------------------------- jobs
+
+@dataclass
+class SweepPlan:
+    """Everything one sweep needs: predictions, geometry and references."""
+
+    index: int
+    name: str
+    experiment: Experiment
+    pred: dict
+    frames: object  # KabschFrames
+    reference: np.ndarray  # rows of pred that are references
+    ref_input_rows: np.ndarray  # rows of the input table matched (for flag transfer)
+    ref_bbox_half: tuple[float, float, float]
+
+
+def _reference_job(plan: SweepPlan, params: IntegrateParams):
+    """Read windows around references; estimate σ_b, σ_m; learn reference profiles."""
+    from ..io.images import open_imageset
+    t0 = time.perf_counter()
+    e = plan.experiment
+    scan = e.scan
+    reader = open_imageset(e.imageset, scan)
+    static = _static_masks(reader, e)
+    pred = plan.pred
+    rows = plan.reference
+    xyz = pred["xyzcal.px"][rows]
+    panel_of = pred["panel"][rows].astype(np.int64)
+    hx, hy, hz = plan.ref_bbox_half
+    wbox = np.zeros((len(rows), 6), dtype=np.int32)
+    wbox[:, 0] = np.floor(xyz[:, 0] - hx)
+    wbox[:, 1] = np.ceil(xyz[:, 0] + hx)
+    wbox[:, 2] = np.floor(xyz[:, 1] - hy)
+    wbox[:, 3] = np.ceil(xyz[:, 1] + hy)
+    za, zb = scan.array_range
+    wbox[:, 4] = np.clip(np.floor(xyz[:, 2] - hz), za, zb - 1)
+    wbox[:, 5] = np.clip(np.ceil(xyz[:, 2] + hz), wbox[:, 4] + 1, zb)
+    pool, pool_mask, off = _read_into_pool(reader, e, wbox, xyz, panel_of, za, zb, static)
+    fr = plan.frames.select(rows)
+    info = {"n_reference": int(len(rows))}
+    # --- σ_b, σ_m
+    nzw = (wbox[:, 5] - wbox[:, 4]).astype(np.int64)
+    K = int(nzw.max()) if len(rows) else 1
+    pan_geo = [_panel_geometry(p) for p in e.detector.panels]
+
+    def measure(radius):
+        n = len(rows)
+        sw, swr2, bg = np.zeros(n), np.zeros(n), np.zeros(n)
+        frames = np.zeros((n, K))
+        npix = np.zeros(n, dtype=np.int64)
+        bad = np.zeros(n, dtype=bool)
+        for k, geo in enumerate(pan_geo):
+            sel = np.nonzero(panel_of == k)[0]
+            if not len(sel):
+                continue
+            o, f, s, px, py = geo
+            sub_off = off[sel]
+            s_sw, s_swr2, s_bg = np.zeros(len(sel)), np.zeros(len(sel)), np.zeros(len(sel))
+            s_fr = np.zeros((len(sel), K))
+            s_np = np.zeros(len(sel), dtype=np.int64)
+            s_bad = np.zeros(len(sel), dtype=bool)
+            window_moments(pool, pool_mask, sub_off, wbox[sel], fr.e1[sel], fr.e2[sel], fr.s1e[sel], o, f, s,
+                           px, py, radius, s_sw, s_swr2, s_bg, s_fr, s_np, s_bad)
+            sw[sel], swr2[sel], bg[sel], frames[sel], npix[sel], bad[sel] = s_sw, s_swr2, s_bg, s_fr, s_np, s_bad
+        measure.frames = frames
+        return sw, swr2, bg, npix, bad
+
+    panel0 = e.detector.panels[0]
+    pix_rad = panel0.pixel_size[0] / max(abs(panel0.distance), 1e-3)
+    if params.sigma_b is not None:
+        sigma_b = math.radians(params.sigma_b)
+        used = np.ones(len(rows), dtype=bool)
+    else:
+        if len(rows) == 0:
+            raise XtalError(f"{plan.name}: no indexed reflections to model the profile from")
+        sigma_b, used = estimate_sigma_b(measure, max(hx, hy) * pix_rad / 4.0)
+        if used.sum() == 0:
+            raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
+                            f"to model the profile (is the crystal model right for these images?)")
+    if params.sigma_m is not None:
+        sigma_m = math.radians(params.sigma_m)
+    else:
+        sw, swr2, bg, npix, bad = measure(3.0 * sigma_b)
+        frames = measure.frames
+        noise = np.sqrt(np.abs(sw) + np.abs(bg) * npix + 1.0)
+        good = (~bad) & (sw > 10.0 * noise)
+        if good.sum() < 3:
+            good = (~bad) & (sw > 3.0 * noise)
+        if good.sum() == 0:
+            raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
+                            f"to model the mosaicity")
+        g = np.nonzero(good)[0]
+        edges = np.radians(scan.angle_from_frame(wbox[g, 4][:, None] + np.arange(K + 1)[None, :]))
+        npix_frame = np.maximum(npix[g] / np.maximum(nzw[g], 1), 1.0)
+        bgv = (np.abs(bg[g]) * npix_frame)[:, None] * np.ones((1, K))
+        sigma_m = estimate_sigma_m(frames[g], edges, fr.phi[g], fr.zeta[g], bgv, nzw[g])
+        if os.environ.get("XTAL_DEBUG_SIGMA"):
+            np.savez(os.environ["XTAL_DEBUG_SIGMA"], frames=frames[g], edges=edges, phi=fr.phi[g], zeta=fr.zeta[g], bgv=bgv, nzw=nzw[g], xyz=xyz[g], wbox=wbox[g])
+    model = ProfileModel(sigma_b, sigma_m, params.n_sigma)
+    info.update(sigma_b_deg=math.degrees(sigma_b), sigma_m_deg=math.degrees(sigma_m),
+                n_used_for_sigma=int(np.sum(used)))
+    # --- reference profiles
+    grid = GridSpec(params.grid_size)
+    region_all, n_regions = region_index(e, pred["xyzcal.px"], pred["panel"], 3, params.scan_step)
+    refs = ReferenceProfiles(n_regions, grid)
+    if params.profile_fitting:
+        bbox = compute_bbox(e, fr, xyz, panel_of, model.delta_b, model.delta_m)
+        inside = ((bbox[:, 0] >= wbox[:, 0]) & (bbox[:, 1] <= wbox[:, 1]) & (bbox[:, 2] >= wbox[:, 2])
+                  & (bbox[:, 3] <= wbox[:, 3]))
+        pb = bbox.copy()
+        pb[:, 4] = np.maximum(bbox[:, 4], wbox[:, 4])
+        pb[:, 5] = np.minimum(bbox[:, 5], wbox[:, 5])
+        part = partiality(scan, fr.phi, fr.zeta, model.sigma_m, pb[:, 4], pb[:, 5])
+        learn = inside & (part > 0.95) & used
+        region = region_all[rows]
+        G = grid.G
+        acc = np.zeros((n_regions, G, G * G))
+        acc_count = np.zeros(n_regions, dtype=np.int64)
+        res = np.zeros((len(rows), N_RES))
+        ires = np.zeros((len(rows), N_IRES), dtype=np.int64)
+        dummy = np.zeros((n_regions, G, G * G))
+        prof_ok = np.zeros(n_regions, dtype=np.bool_)
+        for k, geo in enumerate(pan_geo):
+            sel = np.nonzero(panel_of == k)[0].astype(np.int64)
+            if not len(sel):
+                continue
+            o, f, s, px, py = geo
+            process_shoeboxes(sel, pool, pool_mask, off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
+                              o, f, s, px, py, math.radians(scan.oscillation[0]),
+                              math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
+                              model.delta_m, BACKGROUND_ALGORITHMS[params.background_algorithm],
+                              params.tuning_constant, params.min_background_pixels, dummy, prof_ok,
+                              region, False, learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
+        refs.sum = acc.reshape(n_regions, G, G, G)
+        refs.count = acc_count
+        info["n_learned"] = int(acc_count.sum())
+    info["seconds"] = time.perf_counter() - t0
+    return model, refs, info
+
+
+def _integrate_job(plan: SweepPlan, rows: np.ndarray, bbox: np.ndarray, model: ProfileModel, profiles,
+                   prof_ok, params: IntegrateParams):
+    """Integrate the predictions ``rows`` of one sweep (one block of images)."""
+    from ..io.images import open_imageset
+    e = plan.experiment
+    scan = e.scan
+    reader = open_imageset(e.imageset, scan)
+    static = _static_masks(reader, e)
+    pred = plan.pred
+    xyz = pred["xyzcal.px"][rows]
+    panel_of = pred["panel"][rows].astype(np.int64)
+    bb = bbox[rows]
+    f_lo, f_hi = int(bb[:, 4].min()), int(bb[:, 5].max())
+    pool, pool_mask, off = _read_into_pool(reader, e, bb, xyz, panel_of, f_lo, f_hi, static)
+    fr = plan.frames.select(rows)
+    grid = GridSpec(params.grid_size)
+    G = grid.G
+    region_all, n_regions = region_index(e, pred["xyzcal.px"], pred["panel"], 3, params.scan_step)
+    region = region_all[rows]
+    res = np.zeros((len(rows), N_RES))
+    ires = np.zeros((len(rows), N_IRES), dtype=np.int64)
+    learn = np.zeros(len(rows), dtype=np.bool_)
+    acc = np.zeros((1, G, G * G))
+    acc_count = np.zeros(1, dtype=np.int64)
+    do_fit = bool(params.profile_fitting and prof_ok.any())
+    prof = profiles.reshape(len(profiles), G, G * G) if do_fit else np.zeros((n_regions, G, G * G))
+    for k, p in enumerate(e.detector.panels):
+        sel = np.nonzero(panel_of == k)[0].astype(np.int64)
+        if not len(sel):
+            continue
+        o, f, s, px, py = _panel_geometry(p)
+        process_shoeboxes(sel, pool, pool_mask, off, bb, bb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
+                          o, f, s, px, py, math.radians(scan.oscillation[0]), math.radians(scan.oscillation[1]),
+                          scan.array_range[0], model.delta_b, model.delta_m,
+                          BACKGROUND_ALGORITHMS[params.background_algorithm], params.tuning_constant,
+                          params.min_background_pixels, prof, prof_ok, region, do_fit, learn, acc, acc_count,
+                          5, G, grid.R, grid.w, res, ires)
+    return rows, res, ires
+
+
+# --------------------------------------------------------------------------- planning
+
+def _plan_sweep(index: int, experiment: Experiment, table: ReflectionTable | None, params: IntegrateParams) -> SweepPlan:
+    name = sweep_name(experiment, index)
+    e = experiment
+    if e.crystal is None or e.scan is None or e.goniometer is None or e.is_still:
+        raise XtalError(f"{name}: integration needs a rotation sweep with a crystal model")
+    d_min = params.d_min
+    pred = predict_rotation(e.crystal.A, e.beam, e.detector, e.goniometer, e.scan, d_min=d_min,
+                            space_group=e.crystal.space_group)
+    # DIALS's ζ = m2·ê1 (ê1 = s1 × s0 normalised)
+    m2 = e.goniometer.rotation_axis_lab / np.linalg.norm(e.goniometer.rotation_axis_lab)
+    e1 = np.cross(pred["s1"], e.beam.s0)
+    with np.errstate(all="ignore"):
+        zeta_d = (e1 @ m2) / np.linalg.norm(e1, axis=1)
+    keep = np.abs(np.nan_to_num(zeta_d)) >= params.min_zeta
+    z = pred["xyzcal.px"][:, 2]
+    za, zb = e.scan.array_range
+    keep &= (z >= za) & (z < zb) & np.all(np.isfinite(pred["xyzcal.px"]), axis=1)
+    pred = {k: v[keep] for k, v in pred.items()}
+    if len(pred["d"]) == 0:
+        raise XtalError(f"{name}: the crystal model predicts no reflections on the detector"
+                        + (f" to d_min={d_min:g} Å" if d_min else ""))
+    frames = kabsch_frames(e, pred["s1"], pred["xyzcal.px"], pred["xyzcal.mm"][:, 2], pred["panel"])
+    # references: the input's indexed reflections of this sweep
+    ref_rows = np.zeros(0, dtype=np.int64)
+    ref_input = np.zeros(0, dtype=np.int64)
+    half = (6.0, 6.0, max(3.0, math.ceil(1.0 / abs(e.scan.oscillation[1]))))
+    if table is not None and len(table) and "miller_index" in table:
+        hkl = table["miller_index"]
+        sel = np.any(hkl != 0, axis=1)
+        if "flags" in table:
+            indexed = (table["flags"] & np.uint64(int(Flags.indexed))) != 0
+            if indexed.any():
+                sel &= indexed
+        if "xyzobs.px.value" in table:
+            obs = table["xyzobs.px.value"]
+            sel &= np.all(np.isfinite(obs), axis=1)
+            obs_z = obs[:, 2]
+        else:
+            obs_z = table["xyzcal.px"][:, 2] if "xyzcal.px" in table else np.zeros(len(table))
+        rows_in = np.nonzero(sel)[0]
+        if len(rows_in):
+            m = match_to_predictions(pred["miller_index"], pred["xyzcal.px"][:, 2], hkl[rows_in], obs_z[rows_in],
+                                     max_dz=max(3.0, 1.0 / abs(e.scan.oscillation[1])))
+            ok = m >= 0
+            ref_rows, first = np.unique(m[ok], return_index=True)
+            ref_input = rows_in[ok][first]
+            if "bbox" in table and len(ref_input):
+                b = table["bbox"][ref_input].astype(float)
+                c = pred["xyzcal.px"][ref_rows]
+                hx = np.percentile(np.maximum(c[:, 0] - b[:, 0], b[:, 1] - c[:, 0]), 90)
+                hy = np.percentile(np.maximum(c[:, 1] - b[:, 2], b[:, 3] - c[:, 1]), 90)
+                hz = np.percentile(np.maximum(c[:, 2] - b[:, 4], b[:, 5] - c[:, 2]), 90)
+                half = (float(np.clip(1.5 * hx + 2, 4, 20)), float(np.clip(1.5 * hy + 2, 4, 20)),
+                        float(np.clip(hz + 2, 2, 30)))
+    if len(ref_rows) > params.max_reference:
+        if "intensity.sum.value" in table:
+            strength = table["intensity.sum.value"][ref_input]
+            pick = np.argsort(-strength, kind="stable")[:params.max_reference]
+        else:
+            pick = np.random.default_rng(0).choice(len(ref_rows), params.max_reference, replace=False)
+        pick = np.sort(pick)
+        ref_rows, ref_input = ref_rows[pick], ref_input[pick]
+    if len(ref_rows) and params.sigma_b is None:
+        ref_rows, ref_input = _isolated(pred["xyzcal.px"], ref_rows, ref_input, half)
+    return SweepPlan(index, name, e, pred, frames, ref_rows, ref_input, half)
+
+
+def _isolated(xyz, ref_rows, ref_input, half):
+    """References with no other predicted centre inside their window."""
+    from scipy.spatial import cKDTree
+    scale = np.array([1.0 / half[0], 1.0 / half[1], 1.0 / half[2]])
+    tree = cKDTree(xyz * scale)
+    counts = np.array([len(c) for c in tree.query_ball_point(xyz[ref_rows] * scale, r=1.0, p=np.inf)])
+    keep = counts <= 1
+    if keep.sum() < max(10, 0.2 * len(ref_rows)):
+        return ref_rows, ref_input
+    return ref_rows[keep], ref_input[keep]
+
+
+def _blocks(bbox: np.ndarray, budget_bytes: float, min_blocks: int) -> list[np.ndarray]:
+    """Split reflections (sorted by first frame) into blocks of bounded shoebox memory."""
+    vol = ((bbox[:, 1] - bbox[:, 0]).astype(np.int64) * (bbox[:, 3] - bbox[:, 2])
+           * (bbox[:, 5] - bbox[:, 4]))
+    order = np.lexsort((bbox[:, 5], bbox[:, 4]))
+    cum = np.cumsum(vol[order] * 5.0)
+    total = cum[-1] if len(cum) else 0.0
+    n_blocks = max(int(math.ceil(total / max(budget_bytes, 1.0))), min_blocks, 1)
+    n_blocks = min(n_blocks, max(len(order), 1))
+    edges = np.searchsorted(cum, np.linspace(0, total, n_blocks + 1)[1:-1])
+    return [b for b in np.split(order, edges) if len(b)]
+
+
+# --------------------------------------------------------------------------- the stage
+
+def _executor(nproc: int):
+    if nproc <= 1:
+        return None
+    import multiprocessing as mp
+    if mp.current_process().daemon:  # e.g. inside a Celery prefork worker
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    return ProcessPoolExecutor(max_workers=nproc, mp_context=ctx)
+
+
+def _run(ex, fn, *args):
+    if ex is None:
+        class _Done:
+            def __init__(self, v):
+                self.v = v
+
+            def result(self):
+                return self.v
+        return _Done(fn(*args))
+    return ex.submit(fn, *args)
+
+
+def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, params: IntegrateParams,
+                  progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
+    """Integrate every sweep; returns (experiments with profile models, integrated table, summary)."""
+    t_start = time.perf_counter()
+    if len(experiments) == 0:
+        raise XtalError("no experiments to integrate")
+    if reflections is None or len(reflections) == 0:
+        raise XtalError(f"{sweep_name(experiments[0], 0)}: the reflection list is empty "
+                        "(integration needs indexed reflections to model the profile)")
+    ids = reflections["id"] if "id" in reflections else np.zeros(len(reflections), dtype=np.int32)
+    plans = []
+    for k, e in enumerate(experiments):
+        sub = reflections.select(ids == k) if hasattr(reflections, "select") else reflections
+        if len(sub) == 0 and params.sigma_b is None:
+            raise XtalError(f"{sweep_name(e, k)}: no reflections of this sweep in the reflection list "
+                            "(integration needs indexed reflections to model the profile)")
+        plans.append(_plan_sweep(k, e, sub, params))
+    ex = _executor(params.nproc)
+    n_steps = len(plans) * 2
+    done = 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(min(done / max(n_steps, 1), 1.0))
+
+    try:
+        ref_futures = [_run(ex, _reference_job, p, params) for p in plans]
+        models = []
+        for p, fut in zip(plans, ref_futures):
+            models.append(fut.result())
+            tick()
+        jobs = []
+        min_blocks = max(1, int(math.ceil(params.nproc / len(plans)))) if params.nproc > 1 else 1
+        per_sweep = []
+        for p, (model, refs, info) in zip(plans, models):
+            profiles, prof_ok = refs.finalise(params.min_reference)
+            if not params.profile_fitting:
+                prof_ok[:] = False
+            bbox = compute_bbox(p.experiment, p.frames, p.pred["xyzcal.px"], p.pred["panel"],
+                                model.delta_b, model.delta_m)
+            blocks = _blocks(bbox, params.block_memory_mb * 1e6, min_blocks)
+            per_sweep.append((bbox, profiles, prof_ok, len(blocks)))
+            n_steps += len(blocks) - 1
+            for rows in blocks:
+                jobs.append((p.index, _run(ex, _integrate_job, p, rows, bbox, model, profiles, prof_ok, params)))
+        results = {p.index: [] for p in plans}
+        for k, fut in jobs:
+            results[k].append(fut.result())
+            tick()
+    finally:
+        if ex is not None:
+            ex.shutdown()
+    tables, sweep_summaries = [], []
+    out_experiments = ExperimentList()
+    for p, (model, refs, info), (bbox, profiles, prof_ok, nb) in zip(plans, models, per_sweep):
+        n = len(p.pred["d"])
+        res = np.zeros((n, N_RES))
+        ires = np.zeros((n, N_IRES), dtype=np.int64)
+        for rows, r_, i_ in results[p.index]:
+            res[rows] = r_
+            ires[rows] = i_
+        table = _make_table(p, model, bbox, res, ires, reflections, ids, len(tables))
+        e = p.experiment
+        e.profile = model.to_dict()
+        out_experiments.append(e)
+        tables.append(table)
+        sweep_summaries.append(_sweep_summary(p, model, info, table, nb, int(prof_ok.sum()), len(prof_ok)))
+    out = ReflectionTable.concatenate(tables) if len(tables) > 1 else tables[0]
+    out.experiment_identifiers = {k: e.identifier for k, e in enumerate(out_experiments)}
+    summary = {"sweeps": sweep_summaries, "n_integrated_sum": int(sum(s["n_integrated_sum"] for s in sweep_summaries)),
+               "n_integrated_prf": int(sum(s["n_integrated_prf"] for s in sweep_summaries)),
+               "n_predicted": int(sum(s["n_predicted"] for s in sweep_summaries)),
+               "seconds": time.perf_counter() - t_start}
+    return out_experiments, out, summary
+
+
+def integrate_sweep(experiment: Experiment, reflections: ReflectionTable, params: IntegrateParams):
+    """Integrate one sweep (its reflections' ``id`` must be 0)."""
+    return run_integrate(ExperimentList([experiment]), reflections, params)
+
+
+def _make_table(plan: SweepPlan, model: ProfileModel, bbox, res, ires, reflections, ids, exp_id) -> ReflectionTable:
+    e = plan.experiment
+    pred = plan.pred
+    n = len(pred["d"])
+    status = ires[:, I_STATUS]
+    flags = np.full(n, int(Flags.predicted), dtype=np.uint64)
+
+    def setf(cond, flag):
+        flags[cond] |= np.uint64(int(flag))
+
+    setf((status & S_SUM_OK) != 0, Flags.integrated_sum)
+    setf((status & S_PRF_OK) != 0, Flags.integrated_prf)
+    setf((status & S_OVERLOAD) != 0, Flags.overloaded)
+    setf((status & S_FG_BAD) != 0, Flags.foreground_includes_bad_pixels)
+    setf((status & S_BG_FAIL) != 0, Flags.failed_during_background_modelling)
+    setf((status & S_PRF_FAIL) != 0, Flags.failed_during_profile_fitting)
+    setf((status & (S_BG_FAIL | S_SUM_OK)) == 0, Flags.failed_during_summation)
+    if len(plan.reference):
+        ref = np.zeros(n, dtype=bool)
+        ref[plan.reference] = True
+        setf(ref, Flags.reference_spot)
+        if "flags" in reflections:
+            sub_rows = np.nonzero(ids == plan.index)[0][plan.ref_input_rows]
+            carried = reflections["flags"][sub_rows] & np.uint64(
+                int(Flags.indexed | Flags.strong | Flags.observed | Flags.used_in_refinement))
+            flags[plan.reference] |= carried
+    scan = e.scan
+    s1 = pred["s1"]
+    panel = pred["panel"].astype(np.uint64)
+    part = partiality(scan, pred["xyzcal.mm"][:, 2], plan.frames.zeta, model.sigma_m, bbox[:, 4], bbox[:, 5])
+    lp = lp_correction(e.beam, e.goniometer, s1)
+    qe = qe_correction(e.detector, s1, pred["panel"])
+    xyzobs = res[:, [R_X, R_Y, R_Z]]
+    xyzvar = res[:, [R_VX, R_VY, R_VZ]]
+    mm = np.zeros_like(xyzobs)
+    mmvar = np.zeros_like(xyzvar)
+    for k, p in enumerate(e.detector.panels):
+        sel = pred["panel"] == k
+        if np.any(sel):
+            mm[sel, :2] = p.pixel_to_millimeter(xyzobs[sel, :2])
+            mmvar[sel, 0] = xyzvar[sel, 0] * p.pixel_size[0] ** 2
+            mmvar[sel, 1] = xyzvar[sel, 1] * p.pixel_size[1] ** 2
+    mm[:, 2] = np.radians(scan.angle_from_frame(xyzobs[:, 2]))
+    mmvar[:, 2] = xyzvar[:, 2] * math.radians(scan.oscillation[1]) ** 2
+    t = ReflectionTable(experiment_identifiers={exp_id: e.identifier})
+    cols = {
+        "miller_index": pred["miller_index"], "id": np.full(n, exp_id, dtype=np.int32),
+        "panel": panel, "entering": pred["entering"].astype(bool), "s1": s1, "d": pred["d"],
+        "xyzcal.px": pred["xyzcal.px"], "xyzcal.mm": pred["xyzcal.mm"], "zeta": plan.frames.zeta,
+        "bbox": bbox.astype(np.int32), "flags": flags, "partial_id": np.arange(n, dtype=np.uint64),
+        "partiality": part, "lp": lp, "qe": qe,
+        "intensity.sum.value": res[:, R_ISUM], "intensity.sum.variance": res[:, R_VSUM],
+        "intensity.prf.value": res[:, R_IPRF], "intensity.prf.variance": res[:, R_VPRF],
+        "profile.correlation": res[:, R_CORR],
+        "background.mean": res[:, R_BG], "background.sum.value": res[:, R_BGSUM],
+        "background.sum.variance": res[:, R_BGVAR],
+        "xyzobs.px.value": xyzobs, "xyzobs.px.variance": xyzvar,
+        "xyzobs.mm.value": mm, "xyzobs.mm.variance": mmvar,
+        "num_pixels.valid": ires[:, I_NVALID].astype(np.int32),
+        "num_pixels.background": ires[:, I_NBG].astype(np.int32),
+        "num_pixels.background_used": ires[:, I_NBG].astype(np.int32),
+        "num_pixels.foreground": ires[:, I_NFG].astype(np.int32),
+        "imageset_id": np.full(n, exp_id, dtype=np.int32),
+    }
+    for k, v in cols.items():
+        t[k] = v
+    return t
+
+
+def resolution_bins(d: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Bin edges in d (descending) with equal numbers of reflections per 1/d³ shell."""
+    s3 = np.sort(1.0 / d ** 3)
+    lo, hi = s3[0], s3[-1]
+    edges = np.linspace(lo, hi, n_bins + 1)
+    return edges ** (-1.0 / 3.0)
+
+
+def _sweep_summary(plan, model, info, table, n_blocks, n_regions_ok, n_regions) -> dict:
+    flags = table["flags"]
+
+    def has(f):
+        return (flags & np.uint64(int(f))) != 0
+
+    isum = has(Flags.integrated_sum)
+    iprf = has(Flags.integrated_prf)
+    d = table["d"]
+    rows = []
+    if len(d):
+        edges = resolution_bins(d, 10)
+        inv = 1.0 / d ** 3
+        e3 = 1.0 / edges ** 3
+        which = np.clip(np.searchsorted(e3, inv, side="right") - 1, 0, len(edges) - 2)
+        full = table["partiality"] > 0.99
+        for b in range(len(edges) - 1):
+            sel = which == b
+            s_ok = sel & isum
+            p_ok = sel & iprf
+            with np.errstate(all="ignore"):
+                ios_s = table["intensity.sum.value"][s_ok] / np.sqrt(table["intensity.sum.variance"][s_ok])
+                ios_p = table["intensity.prf.value"][p_ok] / np.sqrt(table["intensity.prf.variance"][p_ok])
+            rows.append({
+                "d_max": float(edges[b]), "d_min": float(edges[b + 1]),
+                "n_full": int(np.sum(sel & full)), "n_partial": int(np.sum(sel & ~full)),
+                "n_overloaded": int(np.sum(sel & has(Flags.overloaded))),
+                "n_integrated_sum": int(s_ok.sum()), "n_integrated_prf": int(p_ok.sum()),
+                "mean_background": float(np.mean(table["background.mean"][sel])) if sel.any() else 0.0,
+                "mean_ios_sum": float(np.mean(ios_s)) if len(ios_s) else 0.0,
+                "mean_ios_prf": float(np.mean(ios_p)) if len(ios_p) else 0.0,
+                "mean_correlation": float(np.mean(table["profile.correlation"][p_ok])) if p_ok.any() else 0.0,
+            })
+    return {
+        "sweep": plan.index, "name": plan.name, "identifier": plan.experiment.identifier,
+        "profile_model": model.to_dict(), "n_predicted": int(len(d)),
+        "n_reference": int(info.get("n_reference", 0)), "n_learned": int(info.get("n_learned", 0)),
+        "n_integrated_sum": int(isum.sum()), "n_integrated_prf": int(iprf.sum()),
+        "n_failed_background": int(has(Flags.failed_during_background_modelling).sum()),
+        "n_failed_summation": int((~isum).sum()),
+        "n_failed_prf": int(has(Flags.failed_during_profile_fitting).sum()),
+        "n_overloaded": int(has(Flags.overloaded).sum()),
+        "n_bad_foreground": int(has(Flags.foreground_includes_bad_pixels).sum()),
+        "n_blocks": int(n_blocks), "profile_regions_used": f"{n_regions_ok}/{n_regions}",
+        "resolution_table": rows,
+    }

@@ -1,0 +1,226 @@
+"""3-D reference profiles in the Kabsch frame, learned from strong reflections, and fitting.
+
+The profile grid covers ``c/δ ∈ [−R, R]`` on each Kabsch axis (δ_b = n_σ σ_b for
+e1, e2 and δ_m = n_σ σ_m for e3) with ``G = 2g + 1`` cells (``g = grid_size``, DIALS's
+default 5; R = (g + ½)/g so cell centres fall on −1, …, 1). A reference profile is the
+fraction of a reflection's intensity in each cell (sum 1).
+
+Pixels map to the grid through their corners: a pixel is a small quadrilateral in
+(c1, c2), sampled by ``nsub × nsub`` points (bilinear between the corners) to get the
+fraction of its area in each cell; a frame is an interval of c3 = ζ(φ − φ_c),
+overlapped exactly with the cells. Learning spreads a voxel's background-subtracted
+counts over the cells it covers; fitting integrates the (piecewise-constant) profile
+density over each voxel to get its expected fraction ``p_i``, then finds the
+intensity by iteratively reweighted least squares of ``c_i = B + I p_i`` with
+variances ``v_i = B + |I| p_i`` (as DIALS's ProfileFitter), which makes I the full
+reflection's intensity even when part of the shoebox is missing (detector gaps,
+edges of the scan).
+
+Reference profiles are kept per detector region: a 3 × 3 grid on each panel and
+blocks of ``scan_step`` degrees in φ (DIALS's GridSampler); a region with fewer than
+``min_reflections`` references borrows the whole sweep's profile.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["GridSpec", "ReferenceProfiles", "region_index", "fit_profile"]
+
+
+class GridSpec:
+    """Profile grid geometry: ``g`` half-size, ``G`` cells per axis, extent ``R``, width ``w``."""
+
+    def __init__(self, grid_size: int = 5):
+        self.g = int(grid_size)
+        self.G = 2 * self.g + 1
+        self.R = (self.g + 0.5) / self.g
+        self.w = 2.0 * self.R / self.G
+
+
+@njit(cache=True)
+def pixel_cells(cc1, cc2, j, i, nxc, inv_db, nsub, G, R, w, cells, frac):  # pragma: no cover
+    """Grid cells (k2·G + k1) covered by pixel (j, i) and the fraction of its area in
+    each; returns (count, pixel area in normalised c-space)."""
+    a00 = j * nxc + i
+    a10 = a00 + 1
+    a01 = a00 + nxc
+    a11 = a01 + 1
+    x00 = cc1[a00] * inv_db
+    x10 = cc1[a10] * inv_db
+    x01 = cc1[a01] * inv_db
+    x11 = cc1[a11] * inv_db
+    y00 = cc2[a00] * inv_db
+    y10 = cc2[a10] * inv_db
+    y01 = cc2[a01] * inv_db
+    y11 = cc2[a11] * inv_db
+    area = 0.5 * abs((x11 - x00) * (y01 - y10) - (y11 - y00) * (x01 - x10))
+    n = 0
+    inc = 1.0 / (nsub * nsub)
+    for sv in range(nsub):
+        v = (sv + 0.5) / nsub
+        for su in range(nsub):
+            u = (su + 0.5) / nsub
+            c1 = (1 - u) * (1 - v) * x00 + u * (1 - v) * x10 + (1 - u) * v * x01 + u * v * x11
+            c2 = (1 - u) * (1 - v) * y00 + u * (1 - v) * y10 + (1 - u) * v * y01 + u * v * y11
+            k1 = int(math.floor((c1 + R) / w))
+            k2 = int(math.floor((c2 + R) / w))
+            if k1 < 0 or k1 >= G or k2 < 0 or k2 >= G:
+                continue
+            cell = k2 * G + k1
+            found = False
+            for q in range(n):
+                if cells[q] == cell:
+                    frac[q] += inc
+                    found = True
+                    break
+            if not found:
+                cells[n] = cell
+                frac[n] = inc
+                n += 1
+    return n, area
+
+
+@njit(cache=True)
+def frame_cells(c3a, c3b, inv_dm, G, R, w, out):  # pragma: no cover (numba)
+    """Fraction of the frame's c3 interval in each of the G cells (into ``out``);
+    returns the interval's length in normalised units."""
+    lo = min(c3a, c3b) * inv_dm
+    hi = max(c3a, c3b) * inv_dm
+    length = hi - lo
+    for k in range(G):
+        out[k] = 0.0
+    if length <= 0.0:
+        return 0.0
+    for k in range(G):
+        a = -R + k * w
+        b = a + w
+        ov = min(hi, b) - max(lo, a)
+        if ov > 0.0:
+            out[k] = ov / length
+    return length
+
+
+@njit(cache=True)
+def fit_profile(d, p, n, B, n_bg, max_iter, eps):  # pragma: no cover (numba)
+    """Fit I in d = B + I·p over n voxels; returns (I, variance, correlation, ok).
+
+    The variance is the inverse Fisher information of the weighted fit plus the
+    propagated error of the background mean (estimated from n_bg pixels).
+    """
+    sump = 0.0
+    sumd = 0.0
+    for i in range(n):
+        sump += p[i]
+        sumd += d[i] - B
+    if n == 0 or sump <= 0.0:
+        return 0.0, 0.0, 0.0, False
+    I0 = max(sumd / sump, 0.0)
+    I = I0
+    s1 = 0.0
+    s2 = 0.0
+    sw = 0.0
+    for it in range(max_iter):
+        s1 = 0.0
+        s2 = 0.0
+        sw = 0.0
+        for i in range(n):
+            if p[i] <= 0.0:
+                continue
+            v = 1e-10 + abs(B) + abs(I0) * p[i]
+            s1 += (d[i] - B) * p[i] / v
+            s2 += p[i] * p[i] / v
+            sw += p[i] / v
+        if s2 <= 0.0:
+            return 0.0, 0.0, 0.0, False
+        I = s1 / s2
+        if abs(I - I0) < eps * max(1.0, abs(I)):
+            break
+        I0 = I
+    # variance at the solution: v_i = B + |I| p_i
+    s2 = 0.0
+    sw = 0.0
+    for i in range(n):
+        if p[i] <= 0.0:
+            continue
+        v = 1e-10 + abs(B) + abs(I) * p[i]
+        s2 += p[i] * p[i] / v
+        sw += p[i] / v
+    var = 1.0 / s2
+    if n_bg > 0:
+        var += (sw / s2) ** 2 * abs(B) / n_bg
+    # correlation between the profile and the background-subtracted counts
+    mp = sump / n
+    md = sumd / n
+    sxy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    for i in range(n):
+        a = p[i] - mp
+        b = d[i] - B - md
+        sxy += a * b
+        sxx += a * a
+        syy += b * b
+    corr = sxy / math.sqrt(sxx * syy) if sxx > 0.0 and syy > 0.0 else 0.0
+    return I, var, corr, True
+
+
+def region_index(experiment, xyzcal_px, panel, n_xy: int = 3, scan_step_deg: float = 5.0) -> tuple[np.ndarray, int]:
+    """Reference-profile region of each reflection and the number of regions."""
+    scan = experiment.scan
+    width = abs(scan.oscillation[1]) * scan.num_images
+    nz = max(1, int(round(width / scan_step_deg)))
+    xyz = np.asarray(xyzcal_px, dtype=float)
+    panel = np.asarray(panel, dtype=np.int64)
+    nx_px = np.array([p.image_size[0] for p in experiment.detector.panels], dtype=float)[panel]
+    ny_px = np.array([p.image_size[1] for p in experiment.detector.panels], dtype=float)[panel]
+    ix = np.clip((xyz[:, 0] / nx_px * n_xy).astype(np.int64), 0, n_xy - 1)
+    iy = np.clip((xyz[:, 1] / ny_px * n_xy).astype(np.int64), 0, n_xy - 1)
+    z0, z1 = scan.array_range
+    iz = np.clip(((xyz[:, 2] - z0) / max(z1 - z0, 1) * nz).astype(np.int64), 0, nz - 1)
+    n_regions = len(experiment.detector) * n_xy * n_xy * nz
+    return ((panel * n_xy + iy) * n_xy + ix) * nz + iz, n_regions
+
+
+class ReferenceProfiles:
+    """Accumulated reference profiles of one sweep, per region."""
+
+    def __init__(self, n_regions: int, grid: GridSpec):
+        self.grid = grid
+        G = grid.G
+        self.sum = np.zeros((n_regions, G, G, G), dtype=np.float64)
+        self.count = np.zeros(n_regions, dtype=np.int64)
+
+    def add(self, other: "ReferenceProfiles") -> None:
+        self.sum += other.sum
+        self.count += other.count
+
+    def finalise(self, min_reflections: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised profiles (n_regions, G, G, G) and which regions are usable.
+
+        Negative cells are zeroed and cells below 1 % of the peak dropped (noise in
+        the far tails); a region with too few references uses the sweep's profile.
+        """
+        total = self.sum.sum(axis=0)
+        n_total = int(self.count.sum())
+        out = np.zeros_like(self.sum)
+        ok = np.zeros(len(self.count), dtype=bool)
+        glob = _normalise(total)
+        if glob is None or n_total < min_reflections:
+            return out, ok
+        for r in range(len(self.count)):
+            prof = _normalise(self.sum[r]) if self.count[r] >= min_reflections else None
+            out[r] = glob if prof is None else prof
+            ok[r] = True
+        return out, ok
+
+
+def _normalise(p: np.ndarray) -> np.ndarray | None:
+    q = np.where(p > 0, p, 0.0)
+    peak = q.max()
+    if not peak > 0:
+        return None
+    q = np.where(q >= 0.01 * peak, q, 0.0)
+    return q / q.sum()
