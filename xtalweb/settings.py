@@ -8,6 +8,8 @@ from the environment:
 ``REDIS_URL``      Celery broker and result backend (default redis://127.0.0.1:6379/0).
 ``CELERY_QUEUE``   the Celery queue the web app sends to and workers consume
                    (default ``xtalweb``).
+``CELERY_VISIBILITY_TIMEOUT``  seconds before Redis hands an unacknowledged task to
+                   another worker (default 12 h; longer than any one task).
 ``DATA_ROOTS``     ``os.pathsep``-separated folders users may import from
                    (default ``var/data`` in the repository).
 ``WORK_ROOT``      where each project's work directory lives (default ``var/work``).
@@ -67,6 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "xtalweb.projects",
+    "xtalweb.reports",
 ]
 
 MIDDLEWARE = [
@@ -106,6 +109,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
+            # several worker processes write progress: wait for the lock rather than fail,
+            # and take it at BEGIN so that no transaction has to upgrade a read lock
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
     VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -152,6 +158,14 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 # Stages are long; a worker takes one task at a time so others can pick up the rest.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task is acknowledged when it has finished, so a worker that dies (or a machine that
+# goes away) hands its task back to the queue; tasks are idempotent (tasks.py).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With acks_late Redis redelivers a task not acknowledged within the visibility timeout:
+# it must be longer than the longest task (one sweep's stage), or it would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 12 * 3600))}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 12 * 3600))}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {

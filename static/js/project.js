@@ -1,4 +1,5 @@
-// Live project page: poll status.json every 2 s and redraw the sweeps and runs tables.
+// Live project page: poll status.json every 2 s and redraw the sweeps and runs tables
+// (with each fanned-out run's per-sweep status, progress and message).
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -44,21 +45,49 @@
                 fixed(s.distance_mm, 2), s.included ? "yes" : "no"]);
   }
 
+  function bar(value) {
+    var b = el("progress"); b.max = 1; b.value = value || 0;
+    return b;
+  }
+  function errorBox(text) {
+    var err = el("div", text, "error run-error");
+    err.setAttribute("role", "alert");
+    return err;
+  }
+
+  // per-sweep progress of a fanned-out run (find spots, index): one line per sweep
+  function sweepList(sweeps) {
+    var ul = el("ul", null, "sweep-progress");
+    sweeps.forEach(function (s) {
+      var li = el("li", null, "status-" + s.status);
+      li.appendChild(el("span", s.name, "name"));
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(el("span", s.status, "badge " + s.status));
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(bar(s.progress));
+      if (s.error) li.appendChild(errorBox(s.error));
+      ul.appendChild(li);
+    });
+    return ul;
+  }
+
   function runRow(r) {
     var status = el("span");
     status.appendChild(el("span", r.status, "badge " + r.status));
-    if (r.error) {
-      var err = el("div", r.error, "error run-error");
-      err.setAttribute("role", "alert");
-      status.appendChild(err);
-    }
+    if (r.error) status.appendChild(errorBox(r.error));
     var prog = el("span");
-    var bar = el("progress"); bar.max = 1; bar.value = r.progress || 0;
-    prog.appendChild(bar);
+    prog.appendChild(bar(r.progress));
     prog.appendChild(document.createTextNode(" " + Math.round((r.progress || 0) * 100) + "%"));
+    if (r.sweeps && r.sweeps.length) prog.appendChild(sweepList(r.sweeps));
+    var links = el("span");
+    var report = el("a", "report"); report.href = r.report_url;
     var log = el("a", "log"); log.href = r.log_url;
-    return row([String(r.id), r.stage.replace("_", " "), status, prog, when(r.started), when(r.finished), log],
-               "status-" + r.status);
+    links.appendChild(report); links.appendChild(document.createTextNode(" · ")); links.appendChild(log);
+    var parents = (r.parents && r.parents.length) ? r.parents.map(function (p) { return "#" + p; }).join(", ") : "—";
+    var tr = row([String(r.id), r.stage.replace("_", " "), parents, status, prog, when(r.started), when(r.finished), links],
+                 "status-" + r.status);
+    tr.id = "run-" + r.id;
+    return tr;
   }
 
   function refresh() {
@@ -67,7 +96,7 @@
       .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
       .then(function (data) {
         replaceBody("#sweeps", data.sweeps.map(sweepRow), "No sweeps imported yet.", 8);
-        replaceBody("#runs", data.runs.map(runRow), "No stage runs yet.", 7);
+        replaceBody("#runs", data.runs.map(runRow), "No stage runs yet.", 8);
       })
       .catch(function () { /* keep the last view; try again next time */ })
       .finally(function () { setTimeout(refresh, PERIOD_MS); });

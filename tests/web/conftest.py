@@ -110,3 +110,34 @@ def smargon_cbf():
     if not SMARGON_CBF.exists():
         pytest.skip(f"real data not available: {SMARGON_CBF}")
     return SMARGON_CBF
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """The simulator's ``tiny`` preset (3 crystals × 10 images, NXmx), made once per session
+    through ``tasks.simulate_into`` (the same function the demo command and the
+    simulate task use)."""
+    from xtalweb.projects.tasks import simulate_into
+
+    target = tmp_path_factory.mktemp("simulated") / "tiny"
+    try:
+        simulate_into("tiny", str(target))
+    except ImportError as exc:  # the simulator is not there yet
+        pytest.skip(f"processing.simulate is not available: {exc}")
+    return target
+
+
+@pytest.fixture
+def tiny_data(tiny_dataset, folders):
+    """A copy of the tiny data set inside this test's data root: ``data/tiny``."""
+    import shutil
+
+    dst = folders["data"] / "tiny"
+    shutil.copytree(tiny_dataset, dst)
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """The users fixture makes three users per test: hash their passwords cheaply."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Project, StageRun, Sweep
+from .models import Project, StageRun, Sweep, SweepRun
 
 
 class SweepInline(admin.TabularInline):
@@ -31,3 +31,10 @@ class StageRunAdmin(admin.ModelAdmin):
     list_filter = ("stage", "status")
     search_fields = ("project__name", "error")
     filter_horizontal = ("parents",)
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "run", "index", "name", "status", "progress", "started", "finished")
+    list_filter = ("status",)
+    search_fields = ("name", "error")

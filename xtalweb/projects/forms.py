@@ -48,3 +48,107 @@ class NewProjectForm(forms.Form):
         if not os.path.isdir(path):
             raise forms.ValidationError(f"{self.cleaned_data['data_root']} is not an existing folder")
         return path
+
+
+class StageRunForm(forms.Form):
+    """"Run / rerun <stage>": the stage's parameters (from its dataclass), the parent
+    run and the sweeps. Valid means the parameter dataclass could be built."""
+
+    parent = forms.ModelChoiceField(queryset=None, empty_label=None, label="Input run",
+                                    help_text="The run whose outputs this run starts from.")
+    sweeps = forms.TypedMultipleChoiceField(coerce=int, widget=forms.CheckboxSelectMultiple,
+                                            label="Sweeps", help_text="Included sweeps are ticked.")
+
+    def __init__(self, stage: str, project, *args, **kwargs):
+        from .models import StageRun
+        from .stages import STAGE_DEFS, form_fields
+        from .tasks import available_sweeps, default_parent
+
+        kwargs.setdefault("prefix", stage)
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.stage_def = STAGE_DEFS[stage]
+        self.project = project
+        self.params = None
+        candidates = project.runs.filter(stage=self.stage_def.previous, status=StageRun.Status.SUCCEEDED)
+        self.fields["parent"].queryset = candidates.order_by("-finished", "-id")
+        self.fields["parent"].label_from_instance = lambda r: (
+            f"#{r.pk} {r.get_stage_display()} ({r.finished:%Y-%m-%d %H:%M})" if r.finished else f"#{r.pk}")
+        latest = default_parent(project, stage)
+        self.fields["parent"].initial = latest.pk if latest else None
+        parent = latest
+        if self.is_bound:
+            try:
+                parent = candidates.get(pk=int(self.data.get(self.add_prefix("parent"), "")))
+            except (ValueError, TypeError, StageRun.DoesNotExist):
+                parent = latest
+        self.available = available_sweeps(parent) if parent else []
+        self.fields["sweeps"].choices = [(s["index"], s["name"]) for s in self.available]
+        included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
+        self.fields["sweeps"].initial = [s["index"] for s in self.available if s["name"] in included]
+        self.param_names = []
+        for f in form_fields(stage):
+            if f.name in self.fields:
+                raise ValueError(f"parameter {f.name} clashes with a form field")
+            self.fields[f.name] = forms.CharField(required=False, initial=f.default, help_text=f.help,
+                                                  label=f.name, max_length=500)
+            self.fields[f.name].widget.attrs["placeholder"] = f.default
+            self.param_names.append(f.name)
+
+    @property
+    def has_input(self) -> bool:
+        return self.fields["parent"].queryset.exists()
+
+    def param_fields(self):
+        return [self[name] for name in self.param_names]
+
+    def clean(self):
+        from .stages import ParamsError, build_params, words_from_values
+
+        data = super().clean()
+        values = {name: data.get(name, "") for name in self.param_names}
+        try:
+            self.params = build_params(self.stage, words_from_values(self.stage, values))
+        except ParamsError as exc:
+            if exc.field in self.param_names:
+                self.add_error(exc.field, str(exc))
+            else:
+                self.add_error(None, str(exc))
+        return data
+
+    def selected_sweeps(self) -> list[dict]:
+        chosen = set(self.cleaned_data.get("sweeps") or [])
+        return [s for s in self.available if s["index"] in chosen]
+
+
+PRESET_CHOICES = [
+    ("tiny", "tiny — 3 crystals × 10 images, small detector (seconds)"),
+    ("insulin-24", "insulin-24 — 24 crystals × 50 images on an Eiger 2X 9M: LARGE (GBs, minutes to hours)"),
+    ("lysozyme-wedges", "lysozyme-wedges — 8 crystals × 50 images on an Eiger 2X 9M: large"),
+]
+
+
+class PresetProjectForm(forms.Form):
+    """A new project from simulated data: the simulation runs as a task, then import."""
+
+    name = forms.CharField(max_length=200, required=False,
+                           help_text="Default: the preset's name.")
+    group = forms.ModelChoiceField(queryset=Group.objects.none(), required=False,
+                                   empty_label="(private: only me)")
+    preset = forms.ChoiceField(choices=PRESET_CHOICES, initial="tiny", widget=forms.RadioSelect,
+                               help_text="The data are simulated into the first data root, then imported. "
+                                         "insulin-24 writes several GB of images and takes long to simulate.")
+
+    def __init__(self, *args, user=None, **kwargs):
+        kwargs.setdefault("prefix", "preset")
+        super().__init__(*args, **kwargs)
+        if user is not None and user.is_authenticated:
+            self.fields["group"].queryset = user.groups.order_by("name")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("name") and data.get("preset"):
+            data["name"] = f"Simulated: {data['preset']}"
+        if not data_roots():
+            raise forms.ValidationError("No data roots are configured (DATA_ROOTS)")
+        return data

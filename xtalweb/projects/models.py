@@ -84,6 +84,7 @@ class Sweep(models.Model):
 
 class StageRun(models.Model):
     class Stage(models.TextChoices):
+        SIMULATE = "simulate", "simulate"
         IMPORT = "import", "import"
         FIND_SPOTS = "find_spots", "find spots"
         INDEX = "index", "index"
@@ -112,6 +113,10 @@ class StageRun(models.Model):
     summary = models.JSONField(default=dict, blank=True)
     output_dir = models.CharField(max_length=4096, blank=True)
     parents = models.ManyToManyField("self", symmetrical=False, related_name="children", blank=True)
+    follow_up = models.JSONField(
+        default=list, blank=True,
+        help_text="Stages to queue (default parameters) after this run succeeds, e.g. [\"find_spots\", \"index\"].",
+    )
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -129,18 +134,84 @@ class StageRun(models.Model):
     def get_log_url(self) -> str:
         return reverse("stagerun_log", args=[self.project_id, self.pk])
 
-    def as_dict(self) -> dict:
+    def get_report_url(self) -> str:
+        return reverse("stagerun_report", args=[self.project_id, self.pk])
+
+    @property
+    def is_per_sweep(self) -> bool:
+        from .stages import is_per_sweep
+
+        return is_per_sweep(self.stage)
+
+    def as_dict(self, compact: bool = False) -> dict:
+        """The run as JSON. ``compact`` leaves the bulky per-image/per-lattice parts of
+        the per-sweep summaries out (the polled status endpoint); the report endpoint has
+        them all."""
+        from .stages import compact_summary
+
+        sweep_runs = list(self.sweep_runs.all()) if self.pk else []
         return {
             "id": self.pk,
             "stage": self.stage,
             "status": self.status,
             "progress": self.progress,
             "error": self.error,
-            "summary": self.summary,
+            "summary": compact_summary(self.summary) if compact else self.summary,
             "parameters": self.parameters,
             "output_dir": self.output_dir,
+            "parents": [p.pk for p in self.parents.all()] if self.pk else [],
             "created": self.created.isoformat() if self.created else None,
             "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
             "log_url": self.get_log_url(),
+            "report_url": self.get_report_url(),
+            "sweeps": [s.as_dict(compact=compact) for s in sweep_runs],
+        }
+
+
+class SweepRun(models.Model):
+    """One sweep's part of a per-sweep StageRun (find_spots, index): its own status,
+    live progress, one-line error, log and summary.
+
+    Each Celery task of the run's fan-out updates only its own rows, so several
+    workers never write the same row; the StageRun's overall progress is recomputed
+    from these rows in one UPDATE statement.
+    """
+
+    Status = StageRun.Status
+
+    run = models.ForeignKey(StageRun, on_delete=models.CASCADE, related_name="sweep_runs")
+    sweep = models.ForeignKey(Sweep, on_delete=models.SET_NULL, null=True, blank=True, related_name="stage_runs",
+                              help_text="The Sweep row (gone after a re-import; the name stays).")
+    index = models.PositiveIntegerField(help_text="Position of the sweep in the input experiment list.")
+    name = models.CharField(max_length=255)
+    unit = models.PositiveIntegerField(default=0, help_text="Task of the fan-out that processes this sweep.")
+    status = models.CharField(max_length=10, choices=StageRun.Status.choices, default=StageRun.Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    output_files = models.JSONField(default=list, blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="unique_sweep_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.name} ({self.status})"
+
+    def as_dict(self, compact: bool = False) -> dict:
+        from .stages import compact_sweep_summary
+
+        return {
+            "index": self.index,
+            "name": self.name,
+            "status": self.status,
+            "progress": self.progress,
+            "error": self.error,
+            "summary": compact_sweep_summary(self.summary) if compact else self.summary,
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
         }

@@ -4,6 +4,24 @@ The task wires the science to the database and the project's folders, nothing mo
 it builds the stage's parameter dataclass, calls the stage, writes the outputs into
 the StageRun's own new folder ``<work_dir>/<nnn>_<stage>/`` and stores the summary.
 
+Whole-project stages (simulate, import) are one task. Per-sweep stages (find_spots,
+index; see ``stages.py``) fan out: :func:`dispatch_run` sends a Celery *chord* whose
+header is one :func:`run_sweep_unit` task per unit of work (a sweep; or, for
+``index joint=true``, all selected sweeps together) and whose body is
+:func:`join_stage_run`. Each sweep has a :class:`SweepRun` row: the unit task that
+owns it writes its status, live progress (throttled), log, one-line error and the
+summary the science returned, and its output into ``<run folder>/sweeps/``. Rows are
+never shared between tasks, so any number of workers may run them; the StageRun's
+overall progress is the mean of its rows, recomputed in one UPDATE. The first unit
+task to start creates the run's folder under a row lock (``select_for_update``), so
+exactly one folder is made. Unit tasks never raise (a raising header task would
+cancel the chord body); the join merges the succeeded sweeps' files into the stage's
+DIALS-named outputs (``strong.refl``; ``indexed.expt`` + ``indexed.refl``),
+atomically, and marks the run succeeded — or failed, with the sweeps' one-line
+reasons, when every sweep failed. Tasks are idempotent under redelivery
+(``task_acks_late``): a finished run or sweep is skipped; outputs are written under a
+temporary name and renamed.
+
 Errors: a user error (:class:`processing.errors.XtalError`, a data path outside the
 data roots, no images found) marks the run failed with ``error`` = its one-line
 message; anything else also fails the run, with a short ``error`` and the traceback
@@ -16,6 +34,7 @@ imports this module to dispatch tasks and has no use for numpy/h5py/numba.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -28,8 +47,9 @@ from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Project, StageRun, Sweep
+from .models import Project, StageRun, Sweep, SweepRun
 from .permissions import DataPathError, data_roots, is_inside, resolve_data_path
+from .stages import STAGE_DEFS, is_per_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +334,7 @@ def run_import_stage(stagerun_id: int) -> str | None:
                      for s in summary.get("sweeps", [])]
                 )
                 ctx.succeed(summary=summary, output_dir=out_dir)
+            queue_follow_up(run.pk)
             return StageRun.Status.SUCCEEDED
         except (XtalError, StageInputError, DataPathError) as exc:
             _remove(out_dir)
@@ -328,3 +349,610 @@ def run_import_stage(stagerun_id: int) -> str | None:
 def _remove(path: str | None) -> None:
     if path and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --- creating, dispatching and chaining runs ----------------------------------------------
+
+
+def available_sweeps(parent: StageRun | None) -> list[dict]:
+    """The sweeps a run on top of ``parent`` may process: ``[{index, name}]``.
+
+    ``index`` is the sweep's position in the import's experiment list (DIALS's
+    experiment id); after an import every sweep is available, after a per-sweep
+    stage the sweeps that succeeded there.
+    """
+    if parent is None or parent.status != StageRun.Status.SUCCEEDED:
+        return []
+    if is_per_sweep(parent.stage):
+        return [{"index": sr.index, "name": sr.name}
+                for sr in parent.sweep_runs.filter(status=StageRun.Status.SUCCEEDED).order_by("index")]
+    sweeps = (parent.summary or {}).get("sweeps") or []
+    return [{"index": k, "name": str(s.get("name") or f"sweep_{k}")} for k, s in enumerate(sweeps)]
+
+
+def default_parent(project: Project, stage: str) -> StageRun | None:
+    """The latest succeeded run of the stage before ``stage``."""
+    previous = STAGE_DEFS[stage].previous
+    return (project.runs.filter(stage=previous, status=StageRun.Status.SUCCEEDED)
+            .order_by("-finished", "-id").first())
+
+
+def create_run(project: Project, stage: str, *, parameters: dict | None = None,
+               parents: list[StageRun] | tuple = (), sweeps: list[dict] | None = None,
+               follow_up: list[str] | tuple = ()) -> StageRun:
+    """Create a queued StageRun (and its SweepRun rows for a per-sweep stage).
+
+    Call inside ``transaction.atomic()`` and dispatch with
+    ``transaction.on_commit(lambda: dispatch_run(run.pk))``. ``sweeps`` are
+    ``[{index, name}]`` (see :func:`available_sweeps`).
+    """
+    run = StageRun.objects.create(project=project, stage=stage, parameters=parameters or {},
+                                  follow_up=list(follow_up))
+    if parents:
+        run.parents.set(parents)
+    if is_per_sweep(stage):
+        if not sweeps:
+            raise ValueError("a per-sweep stage needs at least one sweep")
+        joint = stage == "index" and bool((parameters or {}).get("joint"))
+        rows = {s.name: s for s in project.sweeps.all()}
+        SweepRun.objects.bulk_create([
+            SweepRun(run=run, index=int(s["index"]), name=str(s["name"])[:255], sweep=rows.get(s["name"]),
+                     unit=0 if joint else pos)
+            for pos, s in enumerate(sorted(sweeps, key=lambda s: int(s["index"])))
+        ])
+    return run
+
+
+def dispatch_run(run_id: int) -> None:
+    """Queue the run's task(s); if the broker cannot be reached, fail the run visibly."""
+    try:
+        run = StageRun.objects.get(pk=run_id)
+        if run.stage == StageRun.Stage.IMPORT:
+            run_import_stage.delay(run_id)
+        elif run.stage == StageRun.Stage.SIMULATE:
+            run_simulate_stage.delay(run_id)
+        elif is_per_sweep(run.stage):
+            from celery import chord
+
+            units = sorted(set(run.sweep_runs.values_list("unit", flat=True)))
+            chord([run_sweep_unit.si(run_id, u) for u in units])(join_stage_run.si(run_id))
+        else:
+            raise ValueError(f"the web app cannot run stage {run.stage!r} yet")
+    except Exception:
+        logger.exception("could not queue StageRun %s", run_id)
+        what = "the import" if StageRun.objects.filter(pk=run_id, stage="import").exists() else "the run"
+        StageRun.objects.filter(pk=run_id, status=StageRun.Status.QUEUED).update(
+            status=StageRun.Status.FAILED,
+            error=f"Could not queue {what}: the task queue (Redis) is unreachable. Try again later.",
+            log=traceback.format_exc(),
+            finished=timezone.now(),
+        )
+        SweepRun.objects.filter(run_id=run_id, status=StageRun.Status.QUEUED).update(
+            status=StageRun.Status.FAILED, error="not queued", finished=timezone.now())
+
+
+def queue_follow_up(run_id: int) -> StageRun | None:
+    """After ``run`` succeeded: queue the next stage of its ``follow_up`` list with the
+    default parameters on every included sweep; the rest of the list goes with it.
+    Never raises (a failure is logged on the finished run)."""
+    try:
+        run = StageRun.objects.select_related("project").get(pk=run_id)
+        if run.status != StageRun.Status.SUCCEEDED or not run.follow_up:
+            return None
+        stage, rest = run.follow_up[0], list(run.follow_up[1:])
+        if run.children.filter(stage=stage).exists():  # queued already (a redelivered task)
+            return None
+        project = run.project
+        from .stages import build_params, params_json, words_from_values
+
+        parameters = {}
+        sweeps = None
+        if stage in STAGE_DEFS:
+            parameters = params_json(build_params(stage, words_from_values(stage, {})))
+            included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
+            sweeps = [s for s in available_sweeps(run) if s["name"] in included]
+            if not sweeps:
+                _append_log(run_id, f"follow-up {stage}: no included sweep to process; not queued\n")
+                return None
+        with transaction.atomic():
+            nxt = create_run(project, stage, parameters=parameters, parents=[run], sweeps=sweeps, follow_up=rest)
+            nxt_id = nxt.pk
+            transaction.on_commit(lambda: dispatch_run(nxt_id))
+        return nxt
+    except Exception:
+        logger.exception("could not queue the follow-up of StageRun %s", run_id)
+        _append_log(run_id, "could not queue the follow-up stage:\n" + traceback.format_exc())
+        return None
+
+
+def _append_log(run_id: int, text: str) -> None:
+    run = StageRun.objects.filter(pk=run_id).first()
+    if run is not None:
+        StageRun.objects.filter(pk=run_id).update(log=run.log + text)
+
+
+def ancestor(run: StageRun, stage: str) -> StageRun | None:
+    """The nearest run of ``stage`` among ``run``'s parents, grandparents …"""
+    seen, todo = set(), list(run.parents.all())
+    while todo:
+        r = todo.pop(0)
+        if r.pk in seen:
+            continue
+        seen.add(r.pk)
+        if r.stage == stage:
+            return r
+        todo.extend(r.parents.all())
+    return None
+
+
+# --- simulate ----------------------------------------------------------------------------
+
+
+def simulate_into(preset: str, target: str, seed: int = 0, log=None) -> dict:
+    """Simulate ``preset`` into the folder ``target`` (made here), atomically: the files
+    are written into a temporary sibling folder that is renamed at the end, so
+    ``target`` is either complete or absent. An existing complete ``target``
+    (``truth.json`` present) is left alone. Returns the simulation summary."""
+    from processing.simulate import SimulateParams, run_simulate
+
+    marker = os.path.join(target, "truth.json")
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            doc = json.load(f)
+        return dict(doc.get("truth") or {}, files=doc.get("files"), reused=True)
+    if os.path.exists(target):
+        raise StageInputError(f"{target} exists but holds no complete simulation (no truth.json)")
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.partial-{os.getpid()}-{threading.get_ident()}")
+    try:
+        if log:
+            log("Simulating preset %s into %s", preset, target)
+        _, summary = run_simulate(SimulateParams(preset=preset, seed=seed, output_dir=tmp))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if os.path.isfile(marker):  # another worker finished first: keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = json.loads(json.dumps(summary).replace(tmp, target))  # file paths as they are now
+    return summary
+
+
+@shared_task(name="xtalweb.projects.tasks.run_simulate_stage")
+def run_simulate_stage(stagerun_id: int) -> str | None:
+    """Simulate a preset into the project's data folder (then the follow-up: import)."""
+    run = _claim(stagerun_id, StageRun.Stage.SIMULATE)
+    if run is None:
+        return None
+    project = run.project
+    with _StageRunContext(run) as ctx:
+        try:
+            from processing.errors import XtalError
+        except Exception:
+            ctx.fail("Internal error: the processing library cannot be loaded; see the log", traceback.format_exc())
+            return StageRun.Status.FAILED
+        try:
+            preset = str((run.parameters or {}).get("preset") or "tiny")
+            seed = int((run.parameters or {}).get("seed") or 0)
+            # the folder itself does not exist yet: check where it will be
+            target = os.path.join(resolve_data_path(os.path.dirname(project.data_root)),
+                                  os.path.basename(project.data_root))
+            ctx.progress(0.05)
+            summary = simulate_into(preset, target, seed=seed, log=ctx.info)
+            summary.pop("parameters", None)
+            ctx.info("Simulated %s crystal(s) into %s", len(summary.get("crystals") or []), target)
+            ctx.succeed(summary=summary, output_dir=target)
+        except (XtalError, StageInputError, DataPathError) as exc:
+            ctx.fail(str(exc))
+            return StageRun.Status.FAILED
+        except Exception as exc:
+            ctx.fail(f"Internal error during the simulation ({type(exc).__name__}); the traceback is in the log",
+                     traceback.format_exc())
+            return StageRun.Status.FAILED
+    queue_follow_up(run.pk)
+    return StageRun.Status.SUCCEEDED
+
+
+# --- per-sweep stages: the fan-out --------------------------------------------------------
+
+
+def _start_per_sweep_run(stagerun_id: int) -> StageRun | None:
+    """Mark the run running and make its output folder, once (row lock); None if the
+    run is finished (or gone)."""
+    with transaction.atomic():
+        run = (StageRun.objects.select_for_update().select_related("project")
+               .filter(pk=stagerun_id).first())
+        if run is None:
+            return None
+        if run.status == StageRun.Status.QUEUED:
+            run.output_dir = new_output_dir(run.project.work_dir, run.stage)
+            os.makedirs(os.path.join(run.output_dir, "sweeps"), exist_ok=True)
+            run.status = StageRun.Status.RUNNING
+            run.started = timezone.now()
+            run.save(update_fields=["output_dir", "status", "started"])
+        elif run.status != StageRun.Status.RUNNING:
+            return None
+        return run
+
+
+def _update_run_progress(run_id: int) -> None:
+    """StageRun.progress = mean of its sweeps' progress (one statement; ≤ 0.99 until joined)."""
+    from django.db.models import Avg, OuterRef, Subquery
+    from django.db.models import FloatField, Value
+    from django.db.models.functions import Coalesce, Least
+
+    mean = (SweepRun.objects.filter(run_id=OuterRef("pk")).values("run_id")
+            .annotate(p=Avg("progress")).values("p")[:1])
+    StageRun.objects.filter(pk=run_id, status=StageRun.Status.RUNNING).update(
+        progress=Least(Coalesce(Subquery(mean, output_field=FloatField()), Value(0.0)), Value(0.99)))
+
+
+class _UnitContext(_StageRunContext):
+    """Bookkeeping of one unit task: its SweepRun rows' status, progress and log."""
+
+    PERIOD = 0.5  # s between progress writes of one sweep
+
+    def __init__(self, run: StageRun, rows: list[SweepRun]) -> None:
+        super().__init__(run)
+        self.rows = rows
+        self._last: dict[int, float] = {}
+
+    def progress_for(self, rows: list[SweepRun]):
+        """A ``progress(fraction, *message)`` callback updating ``rows``."""
+        import time
+
+        ids = [r.pk for r in rows]
+
+        def progress(fraction, *args):
+            try:
+                f = min(max(float(fraction), 0.0), 1.0)
+            except (TypeError, ValueError):
+                return
+            now = time.monotonic()
+            if f < 1.0 and now - self._last.get(ids[0], 0.0) < self.PERIOD:
+                return
+            self._last[ids[0]] = now
+            SweepRun.objects.filter(pk__in=ids, status=StageRun.Status.RUNNING).update(
+                progress=f, log=self.handler.text())
+            _update_run_progress(self.run_id)
+
+        return progress
+
+    def finish(self, row: SweepRun, status: str, *, error: str = "", summary: dict | None = None,
+               files: list[str] | None = None, tb: str | None = None) -> None:
+        log = self.handler.text()
+        if tb:
+            log += tb if tb.endswith("\n") else tb + "\n"
+        if status == StageRun.Status.FAILED:
+            log += f"FAILED: {error}\n"
+        SweepRun.objects.filter(pk=row.pk).update(
+            status=status, error=one_line(error) if error else "", summary=summary or {},
+            output_files=files or [], progress=1.0, log=log, finished=timezone.now())
+        _update_run_progress(self.run_id)
+
+
+def _claim_rows(run_id: int, unit: int) -> list[SweepRun]:
+    """Take the unit's rows that are not finished (queued; or running after a redelivery)."""
+    active = (StageRun.Status.QUEUED, StageRun.Status.RUNNING)
+    with transaction.atomic():
+        rows = list(SweepRun.objects.select_for_update()
+                    .filter(run_id=run_id, unit=unit, status__in=active).order_by("index"))
+        if rows:
+            SweepRun.objects.filter(pk__in=[r.pk for r in rows]).update(
+                status=StageRun.Status.RUNNING, started=timezone.now(), progress=0.0, error="")
+    return rows
+
+
+def _params_of(run: StageRun):
+    """The run's parameter dataclass, rebuilt from its stored JSON."""
+    import dataclasses as dc
+
+    from .stages import params_class
+
+    cls = params_class(run.stage)
+    names = {f.name for f in dc.fields(cls)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (run.parameters or {}).items() if k in names}
+    return cls(**values)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80] or "sweep"
+
+
+def _sweep_path(run: StageRun, row: SweepRun, suffix: str) -> str:
+    return os.path.join(run.output_dir, "sweeps", f"{row.index:03d}_{_safe_name(row.name)}{suffix}")
+
+
+def _imported_experiments(run: StageRun):
+    """The import's experiment list this run works on, with the image paths checked."""
+    from processing.io.expt import read_experiments
+
+    imp = run if run.stage == StageRun.Stage.IMPORT else ancestor(run, StageRun.Stage.IMPORT)
+    if imp is None or not imp.output_dir:
+        raise StageInputError("This run has no import run among its inputs")
+    path = os.path.join(imp.output_dir, "imported.expt")
+    if not os.path.isfile(path):
+        raise StageInputError(f"The input {path} is gone (was the import's folder removed?)")
+    experiments = read_experiments(path)
+    roots = data_roots()
+    for e in experiments:
+        src = e.imageset
+        for p in ([src.template] if src is not None and src.template else []) + list(getattr(src, "paths", []) or []):
+            real = os.path.realpath(p)
+            if not any(is_inside(real, r) for r in roots):
+                raise DataPathError(f"{p} is outside the allowed data roots")
+    return experiments
+
+
+def _experiment_of(experiments, row: SweepRun):
+    if row.index >= len(experiments):
+        raise StageInputError(f"sweep {row.name}: experiment {row.index} is not in the imported experiment list")
+    return experiments[row.index]
+
+
+def _find_spots_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
+    from processing.errors import XtalError
+    from processing.io.images import open_imageset
+    from processing.io.refl import write_reflections
+    from processing.spotfinding import find_spots
+
+    params = _params_of(run)
+    experiments = _imported_experiments(run)
+    for row in rows:
+        try:
+            e = _experiment_of(experiments, row)
+            if e.imageset is None:
+                raise StageInputError(f"sweep {row.name} has no images")
+            ctx.info("Finding spots in sweep %s (experiment %d)", row.name, row.index)
+            reader = open_imageset(e.imageset, e.scan)
+            table, summary = find_spots(e, reader, params, progress=ctx.progress_for([row]),
+                                        experiment_id=row.index)
+            path = _sweep_path(run, row, ".refl")
+            write_reflections(path, table)
+            ctx.info("Sweep %s: %d spots on %d images; wrote %s", row.name, summary.get("n_spots", len(table)),
+                     summary.get("n_images", 0), path)
+            ctx.finish(row, StageRun.Status.SUCCEEDED, summary=summary, files=[path])
+        except (XtalError, StageInputError, DataPathError) as exc:
+            ctx.finish(row, StageRun.Status.FAILED, error=str(exc))
+        except Exception as exc:
+            ctx.finish(row, StageRun.Status.FAILED,
+                       error=f"Internal error ({type(exc).__name__}: {exc}); the traceback is in the log",
+                       tb=traceback.format_exc())
+
+
+def _strong_spots_of(run: StageRun, row: SweepRun, experiment):
+    """The find_spots run's spots of one sweep: its per-sweep file, or strong.refl."""
+    from processing.io.refl import read_reflections
+
+    fs = ancestor(run, "find_spots")
+    if fs is None or not fs.output_dir:
+        raise StageInputError("This run has no find_spots run among its inputs")
+    src = fs.sweep_runs.filter(index=row.index, status=StageRun.Status.SUCCEEDED).first()
+    for path in (src.output_files if src else []):
+        if path.endswith(".refl") and os.path.isfile(path):
+            return read_reflections(path)
+    path = os.path.join(fs.output_dir, "strong.refl")
+    if not os.path.isfile(path):
+        raise StageInputError(f"The input {path} is gone (was the find_spots folder removed?)")
+    table = read_reflections(path)
+    if experiment.identifier and experiment.identifier in table.experiment_identifiers.values():
+        return table.select_on_experiment_identifiers([experiment.identifier])
+    return table.select(table["id"] == row.index)
+
+
+_NO_SWEEP = re.compile(r"^no sweep could be indexed \(sweep 0: (.*)\)$", re.S)
+
+
+def _index_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
+    from processing.errors import XtalError
+    from processing.io.expt import write_experiments
+    from processing.io.refl import write_reflections
+    from processing.models import ExperimentList
+    from processing.reflections import ReflectionTable
+
+    from .stages import params_class
+
+    run_index = getattr(importlib.import_module(params_class("index").__module__), "run_index")
+    params = _params_of(run)
+    experiments = _imported_experiments(run)
+    try:
+        expts = ExperimentList()
+        tables = []
+        for row in rows:
+            e = _experiment_of(experiments, row)
+            expts.append(e)
+            tables.append(_strong_spots_of(run, row, e))
+        spots = ReflectionTable.concatenate(tables) if len(tables) > 1 else tables[0]
+        names = ", ".join(r.name for r in rows)
+        ctx.info("Indexing %s (%d spots)", names, len(spots))
+        out_expts, out_refl, summary = run_index(expts, spots, params, progress=ctx.progress_for(rows))
+    except XtalError as exc:
+        message = str(exc)
+        m = _NO_SWEEP.match(message) if len(rows) == 1 else None
+        for row in rows:
+            ctx.finish(row, StageRun.Status.FAILED, error=m.group(1) if m else message)
+        return
+    stem = _sweep_path(run, rows[0], "") if len(rows) == 1 else os.path.join(run.output_dir, "sweeps", "joint")
+    files = []
+    if len(out_expts):
+        write_experiments(stem + ".expt", out_expts)
+        write_reflections(stem + ".refl", out_refl)
+        files = [stem + ".expt", stem + ".refl"]
+    per_sweep = {int(r.get("sweep", -1)): r for r in summary.get("sweeps", [])}
+    for pos, row in enumerate(rows):
+        r = dict(per_sweep.get(pos) or {})
+        tb = r.pop("traceback", None)
+        r["sweep"] = row.index
+        unit = {k: v for k, v in summary.items() if k != "sweeps"}
+        if r.get("status") == "indexed":
+            ctx.info("Sweep %s: %.1f %% indexed, cell %s, %s", row.name, r.get("percent_indexed", 0.0),
+                     r.get("unit_cell"), r.get("space_group"))
+            ctx.finish(row, StageRun.Status.SUCCEEDED, summary=dict(r, unit=unit), files=files)
+        else:
+            ctx.finish(row, StageRun.Status.FAILED, error=r.get("reason") or "not indexed",
+                       summary=dict(r, unit=unit), tb=tb)
+
+
+UNIT_WORKERS = {"find_spots": _find_spots_unit, "index": _index_unit}
+
+
+@shared_task(name="xtalweb.projects.tasks.run_sweep_unit")
+def run_sweep_unit(stagerun_id: int, unit: int) -> dict:
+    """One unit of a per-sweep run (a chord header task). Never raises."""
+    try:
+        run = _start_per_sweep_run(stagerun_id)
+        if run is None:
+            return {"run": stagerun_id, "unit": unit, "skipped": True}
+        rows = _claim_rows(stagerun_id, unit)
+        if not rows:
+            return {"run": stagerun_id, "unit": unit, "skipped": True}
+        with _UnitContext(run, rows) as ctx:
+            try:
+                from processing.errors import XtalError
+            except Exception:
+                tb = traceback.format_exc()
+                for row in rows:
+                    ctx.finish(row, StageRun.Status.FAILED, error="Internal error: the processing library "
+                               "cannot be loaded; see the log", tb=tb)
+                return {"run": stagerun_id, "unit": unit, "failed": len(rows)}
+            try:
+                UNIT_WORKERS[run.stage](run, rows, ctx)
+            except (XtalError, StageInputError, DataPathError) as exc:
+                for row in rows:
+                    ctx.finish(row, StageRun.Status.FAILED, error=str(exc))
+            except Exception as exc:
+                tb = traceback.format_exc()
+                for row in rows:
+                    ctx.finish(row, StageRun.Status.FAILED, tb=tb,
+                               error=f"Internal error during {run.stage} ({type(exc).__name__}); "
+                                     "the traceback is in the log")
+            finally:
+                # a row the worker left unfinished is a failure, never "running" forever
+                SweepRun.objects.filter(pk__in=[r.pk for r in rows], status=StageRun.Status.RUNNING).update(
+                    status=StageRun.Status.FAILED, error="ended without a result", finished=timezone.now())
+        statuses = list(SweepRun.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", flat=True))
+        return {"run": stagerun_id, "unit": unit,
+                "succeeded": statuses.count(StageRun.Status.SUCCEEDED),
+                "failed": statuses.count(StageRun.Status.FAILED)}
+    except Exception:
+        logger.exception("unit %s of StageRun %s", unit, stagerun_id)
+        try:
+            SweepRun.objects.filter(run_id=stagerun_id, unit=unit,
+                                    status__in=(StageRun.Status.QUEUED, StageRun.Status.RUNNING)).update(
+                status=StageRun.Status.FAILED, error="Internal error; the traceback is in the worker log",
+                finished=timezone.now())
+        except Exception:
+            logger.exception("could not mark unit %s of StageRun %s failed", unit, stagerun_id)
+        return {"run": stagerun_id, "unit": unit, "error": True}
+
+
+# --- per-sweep stages: the join -------------------------------------------------------------
+
+
+def _merge_find_spots(run: StageRun, rows: list[SweepRun], ctx) -> dict:
+    """strong.refl from the sweeps' tables (ids are the import's experiment ids)."""
+    from processing.io.refl import read_reflections, write_reflections
+
+    table = None
+    for row in rows:
+        t = read_reflections(row.output_files[0])
+        if table is None:
+            table = t
+        else:
+            table.extend(t)
+    path = os.path.join(run.output_dir, "strong.refl")
+    write_reflections(path, table)
+    ctx.info("Wrote %s: %d spots from %d sweep(s)", path, len(table), len(rows))
+    return {"n_spots": int(len(table)),
+            "n_images": int(sum(int(r.summary.get("n_images", 0)) for r in rows))}
+
+
+def _merge_index(run: StageRun, rows: list[SweepRun], ctx) -> dict:
+    """indexed.expt + indexed.refl from the units' files, ids renumbered in order."""
+    from processing.io.expt import read_experiments, write_experiments
+    from processing.io.refl import read_reflections, write_reflections
+    from processing.models import ExperimentList
+    from processing.reflections import ReflectionTable
+
+    seen, expts, tables = set(), ExperimentList(), []
+    offset = 0
+    for row in rows:
+        stem = row.output_files[0][: -len(".expt")]
+        if stem in seen:  # a joint unit: one file for several sweeps
+            continue
+        seen.add(stem)
+        unit_expts = read_experiments(stem + ".expt")
+        t = read_reflections(stem + ".refl")
+        if "imageset_id" in t and len(t):
+            n = int(t["imageset_id"].max()) + 1
+            t["imageset_id"] = t["imageset_id"] + offset
+            offset += n
+        expts.extend(unit_expts)
+        tables.append(t)
+    table = ReflectionTable.concatenate(tables) if len(tables) > 1 else tables[0]
+    # experiments in the order of the merged table's ids (concatenate numbers them by first appearance)
+    by_ident = {e.identifier: e for e in expts}
+    ident = table.experiment_identifiers
+    if sorted(ident) == list(range(len(expts))) and set(ident.values()) == set(by_ident):
+        ordered = ExperimentList()
+        ordered.extend(by_ident[ident[i]] for i in range(len(expts)))
+        expts = ordered
+    write_experiments(os.path.join(run.output_dir, "indexed.expt"), expts)
+    write_reflections(os.path.join(run.output_dir, "indexed.refl"), table)
+    ctx.info("Wrote indexed.expt (%d experiment(s)) and indexed.refl (%d reflections)", len(expts), len(table))
+    return {"n_experiments": len(expts), "n_reflections": int(len(table)),
+            "n_spots": int(sum(int(r.summary.get("n_spots", 0)) for r in rows)),
+            "n_indexed": int(sum(int(r.summary.get("n_indexed", 0)) for r in rows))}
+
+
+MERGERS = {"find_spots": _merge_find_spots, "index": _merge_index}
+
+
+@shared_task(name="xtalweb.projects.tasks.join_stage_run")
+def join_stage_run(stagerun_id: int) -> str | None:
+    """The chord body: merge the succeeded sweeps, finish the run, queue the follow-up."""
+    with transaction.atomic():
+        run = StageRun.objects.select_for_update().select_related("project").filter(pk=stagerun_id).first()
+        if run is None or run.status not in (StageRun.Status.QUEUED, StageRun.Status.RUNNING):
+            return None
+        # rows a unit task never finished (it died beyond redelivery) are failures
+        SweepRun.objects.filter(run=run, status__in=(StageRun.Status.QUEUED, StageRun.Status.RUNNING)).update(
+            status=StageRun.Status.FAILED, error="the sweep's task ended without a result",
+            finished=timezone.now())
+        if run.status == StageRun.Status.QUEUED:
+            StageRun.objects.filter(pk=run.pk).update(status=StageRun.Status.RUNNING, started=timezone.now())
+    rows = list(run.sweep_runs.order_by("index"))
+    ok = [r for r in rows if r.status == StageRun.Status.SUCCEEDED]
+    failed = [r for r in rows if r.status != StageRun.Status.SUCCEEDED]
+    sweeps = [dict(r.summary or {}, index=r.index, name=r.name, status=r.status, error=r.error) for r in rows]
+    summary = {"n_sweeps": len(rows), "n_succeeded": len(ok), "n_failed": len(failed), "sweeps": sweeps}
+    with _StageRunContext(run) as ctx:
+        for r in failed:
+            ctx.info("Sweep %s failed: %s", r.name, r.error)
+        if not ok:
+            _remove(run.output_dir)
+            reasons = "; ".join(f"{r.name}: {r.error}" for r in failed)
+            ctx.fail(f"All {len(rows)} sweep(s) failed — {reasons}" if rows else "No sweeps to process")
+            StageRun.objects.filter(pk=run.pk).update(summary=summary)
+            return StageRun.Status.FAILED
+        try:
+            summary.update(MERGERS[run.stage](run, ok, ctx))
+        except Exception as exc:
+            from processing.errors import XtalError
+
+            if isinstance(exc, XtalError):
+                ctx.fail(str(exc))
+            else:
+                ctx.fail(f"Internal error while merging the sweeps ({type(exc).__name__}); the traceback is in "
+                         "the log", traceback.format_exc())
+            _remove(run.output_dir)
+            StageRun.objects.filter(pk=run.pk).update(summary=summary)
+            return StageRun.Status.FAILED
+        ctx.succeed(summary=summary, output_dir=run.output_dir)
+    queue_follow_up(run.pk)
+    return StageRun.Status.SUCCEEDED

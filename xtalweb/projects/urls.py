@@ -1,5 +1,7 @@
 from django.urls import path
 
+from xtalweb.reports import views as report_views
+
 from . import views
 
 urlpatterns = [
@@ -7,5 +9,8 @@ urlpatterns = [
     path("new/", views.project_new, name="project_new"),
     path("<int:pk>/", views.project_detail, name="project_detail"),
     path("<int:pk>/status.json", views.project_status, name="project_status"),
+    path("<int:pk>/runs/new/<slug:stage>/", views.stagerun_new, name="stagerun_new"),
     path("<int:pk>/runs/<int:run_id>/log", views.stagerun_log, name="stagerun_log"),
+    path("<int:pk>/runs/<int:run_id>/", report_views.stagerun_report, name="stagerun_report"),
+    path("<int:pk>/runs/<int:run_id>/report.json", report_views.stagerun_report_json, name="stagerun_report_json"),
 ]

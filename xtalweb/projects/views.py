@@ -5,36 +5,36 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpResponse, JsonResponse
+from django.contrib import messages
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import tasks
-from .forms import NewProjectForm
+from .forms import NewProjectForm, PresetProjectForm, StageRunForm
 from .models import Project, StageRun
-from .permissions import get_project_for_user, visible_projects
+from .permissions import data_roots, get_project_for_user, visible_projects
+from .stages import FORM_STAGES, STAGE_DEFS
 
 logger = logging.getLogger(__name__)
 
 
 def dispatch_import(run_id: int) -> None:
     """Queue the import task; if the broker cannot be reached, fail the run visibly."""
-    try:
-        tasks.run_import_stage.delay(run_id)
-    except Exception:
-        logger.exception("could not queue StageRun %s", run_id)
-        StageRun.objects.filter(pk=run_id, status=StageRun.Status.QUEUED).update(
-            status=StageRun.Status.FAILED,
-            error="Could not queue the import: the task queue (Redis) is unreachable. Try again later.",
-            log=traceback.format_exc(),
-            finished=timezone.now(),
-        )
+    tasks.dispatch_run(run_id)
+
+
+def _new_project(user, name, group, data_root) -> Project:
+    work_root = os.path.realpath(os.path.expanduser(str(settings.WORK_ROOT)))
+    project = Project.objects.create(name=name, owner=user, group=group, data_root=data_root)
+    project.work_dir = os.path.join(work_root, str(project.pk))
+    os.makedirs(project.work_dir, exist_ok=True)
+    project.save(update_fields=["work_dir"])
+    return project
 
 
 @login_required
@@ -47,18 +47,15 @@ def project_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_new(request):
-    form = NewProjectForm(request.POST or None, user=request.user)
-    if request.method == "POST" and form.is_valid():
+    is_preset = request.method == "POST" and "preset-preset" in request.POST
+    form = NewProjectForm(request.POST if request.method == "POST" and not is_preset else None, user=request.user)
+    preset_form = PresetProjectForm(request.POST if is_preset else None, user=request.user)
+    work_root = os.path.realpath(os.path.expanduser(str(settings.WORK_ROOT)))
+    if request.method == "POST" and not is_preset and form.is_valid():
         data = form.cleaned_data
-        work_root = os.path.realpath(os.path.expanduser(str(settings.WORK_ROOT)))
         try:
             with transaction.atomic():
-                project = Project.objects.create(
-                    name=data["name"], owner=request.user, group=data["group"], data_root=data["data_root"]
-                )
-                project.work_dir = os.path.join(work_root, str(project.pk))
-                os.makedirs(project.work_dir, exist_ok=True)
-                project.save(update_fields=["work_dir"])
+                project = _new_project(request.user, data["name"], data["group"], data["data_root"])
                 run = StageRun.objects.create(
                     project=project, stage=StageRun.Stage.IMPORT, parameters={"data_root": project.data_root}
                 )
@@ -68,18 +65,80 @@ def project_new(request):
             form.add_error(None, f"Cannot create the project's work folder under {work_root}: {exc.strerror}")
         else:
             return redirect(project)
-    return render(request, "projects/project_new.html", {"form": form})
+    if is_preset and preset_form.is_valid():
+        data = preset_form.cleaned_data
+        try:
+            with transaction.atomic():
+                project = _new_project(request.user, data["name"], data["group"], "")
+                project.data_root = os.path.join(data_roots()[0], "simulated", f"{project.pk:04d}-{data['preset']}")
+                project.save(update_fields=["data_root"])
+                run = tasks.create_run(project, StageRun.Stage.SIMULATE, parameters={"preset": data["preset"]},
+                                       follow_up=["import"])
+                run_id = run.pk
+                transaction.on_commit(lambda: tasks.dispatch_run(run_id))
+        except OSError as exc:
+            preset_form.add_error(None, f"Cannot create the project's work folder under {work_root}: {exc.strerror}")
+        else:
+            return redirect(project)
+    return render(request, "projects/project_new.html", {"form": form, "preset_form": preset_form})
+
+
+def _stage_forms(project, bound: StageRunForm | None = None) -> list[dict]:
+    """One entry per runnable stage: its form, or why it cannot be shown."""
+    out = []
+    for stage in FORM_STAGES:
+        entry = {"stage": stage, "title": STAGE_DEFS[stage].title,
+                 "previous": STAGE_DEFS[stage].previous, "form": None, "unavailable": ""}
+        if bound is not None and bound.stage == stage:
+            entry["form"] = bound
+        else:
+            try:
+                entry["form"] = StageRunForm(stage, project)
+            except Exception as exc:  # the science is being changed under us: say so, keep the page
+                logger.exception("form of stage %s", stage)
+                entry["unavailable"] = f"{type(exc).__name__}: {exc}"
+        out.append(entry)
+    return out
+
+
+def _render_project(request, project, bound: StageRunForm | None = None, status: int = 200):
+    return render(
+        request,
+        "projects/project_detail.html",
+        {"project": project, "sweeps": project.sweeps.all(),
+         "runs": project.runs.prefetch_related("sweep_runs", "parents"),
+         "stage_forms": _stage_forms(project, bound)},
+        status=status,
+    )
 
 
 @login_required
 @require_GET
 def project_detail(request, pk: int):
     project = get_project_for_user(request, pk)
-    return render(
-        request,
-        "projects/project_detail.html",
-        {"project": project, "sweeps": project.sweeps.all(), "runs": project.runs.all()},
-    )
+    return _render_project(request, project)
+
+
+@login_required
+@require_http_methods(["POST"])
+def stagerun_new(request, pk: int, stage: str):
+    """Queue a run (or rerun) of ``stage`` from the project page's form."""
+    project = get_project_for_user(request, pk)
+    if stage not in STAGE_DEFS:
+        raise Http404("No such stage")
+    form = StageRunForm(stage, project, request.POST)
+    if not form.is_valid():
+        return _render_project(request, project, bound=form)
+    from .stages import params_json
+
+    with transaction.atomic():
+        run = tasks.create_run(project, stage, parameters=params_json(form.params),
+                               parents=[form.cleaned_data["parent"]], sweeps=form.selected_sweeps())
+        run_id = run.pk
+        transaction.on_commit(lambda: tasks.dispatch_run(run_id))
+    messages.success(request, f"Queued {STAGE_DEFS[stage].title} (run #{run_id}) on "
+                              f"{len(form.selected_sweeps())} sweep(s).")
+    return redirect(f"{project.get_absolute_url()}#run-{run_id}")
 
 
 @login_required
@@ -89,7 +148,7 @@ def project_status(request, pk: int):
     return JsonResponse(
         {
             "project": {"id": project.pk, "name": project.name},
-            "runs": [run.as_dict() for run in project.runs.all()],
+            "runs": [run.as_dict(compact=True) for run in project.runs.prefetch_related("sweep_runs", "parents")],
             "sweeps": [sweep.as_dict() for sweep in project.sweeps.all()],
         }
     )
@@ -100,6 +159,13 @@ def project_status(request, pk: int):
 def stagerun_log(request, pk: int, run_id: int):
     project = get_project_for_user(request, pk)
     run = get_object_or_404(StageRun, pk=run_id, project=project)
-    response = HttpResponse(run.log, content_type="text/plain; charset=utf-8")
+    text = run.log
+    sweep_runs = list(run.sweep_runs.all())
+    if sweep_runs:
+        parts = [f"=== sweep {s.name} (experiment {s.index}): {s.status} ===\n{s.log}" for s in sweep_runs]
+        text = "".join(p if p.endswith("\n") else p + "\n" for p in parts)
+        if run.log:
+            text += f"=== join ===\n{run.log}"
+    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
     response["X-Content-Type-Options"] = "nosniff"
     return response

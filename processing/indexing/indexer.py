@@ -1,0 +1,539 @@
+"""The indexing stage (dials.index): IndexParams and run_index.
+
+Per sweep (``joint=false``) or for all sweeps as one crystal (``joint=true``,
+DIALS's default): spot centroids → rlps; max_cell from spot spacing (or 1.3 × the
+longest primitive length of ``unit_cell=``); candidate basis vectors (fft3d, fft1d,
+or the real-space grid search of a known cell); candidate lattices ranked as DIALS
+ranks them; then ``n_macro_cycles`` of index assignment and static P1 refinement
+(X, Y, φ; Tukey outliers) with the resolution limit widened from the search's d_min
+to all spots; more lattices from the leftover spots up to ``max_lattices``; Bravais
+settings (Le Page δ, constrained refinement rmsd, DIALS's recommendation) and the
+crystal written in P1, the recommended setting (``choose_bravais=true``) or the
+lattice of ``space_group=``. A sweep that fails is reported in the summary with a
+one-line reason and left out of the outputs.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+import multiprocessing
+
+import numpy as np
+
+from ..errors import XtalError
+from ..models import Crystal, Experiment, ExperimentList
+from ..models.crystal import cell_from_real_space, hall_symbol
+from ..params import param
+from ..reflections import Flags, ReflectionTable
+from .assign import assign_indices
+from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group
+from .candidates import candidate_lattices, evaluate, rank
+from .fft1d import fft1d_basis_vectors
+from .fft3d import fft3d_basis_vectors
+from .known_cell import TargetSymmetry, real_space_grid_search, validate_cell, _sorted_if_needed
+from .lattice import cells_similar, closest_rotation, rotation_angle_deg
+from .max_cell import find_max_cell
+from .refine_static import Block, predict, refine_crystal
+from .spots import centroids_to_reciprocal_space
+
+METHODS = ("fft3d", "fft1d", "real_space_grid_search")
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Parameters of ``xtal index`` (dials.index)."""
+
+    method: str = param("fft3d", "basis vector search: fft3d, fft1d or real_space_grid_search (needs unit_cell)")
+    joint: bool = param(True, "index all sweeps together as one crystal; false: each sweep alone, one crystal per experiment")
+    unit_cell: tuple[float, ...] | None = param(None, "known unit cell a,b,c,alpha,beta,gamma (Å, deg): keep only matching lattices")
+    space_group: str | None = param(None, "known space group: the crystal is written in its lattice's setting")
+    max_lattices: int = param(1, "maximum number of lattices to search for in each sweep (or in the joint data)")
+    nproc: int = param(1, "number of processes indexing sweeps in parallel (joint=false)")
+    min_cell: float = param(3.0, "minimum length of candidate basis vectors (Å)")
+    max_cell: float | None = param(None, "maximum length of candidate basis vectors (Å); None: from the spot spacing")
+    min_cell_volume: float = param(25.0, "minimum unit cell volume (Å³)")
+    n_points: int = param(256, "fft3d.reciprocal_space_grid.n_points")
+    d_min: float | None = param(None, "fft3d.reciprocal_space_grid.d_min (Å); None: 5·max_cell/n_points or the spots' limit")
+    hkl_tolerance: float = param(0.3, "index_assignment.simple.hkl_tolerance")
+    n_macro_cycles: int = param(5, "refinement_protocol.n_macro_cycles")
+    max_refine: int = param(50, "basis_vector_combinations.max_refine: candidate lattices evaluated")
+    relative_length_tolerance: float = param(0.1, "known_symmetry.relative_length_tolerance")
+    absolute_angle_tolerance: float = param(5.0, "known_symmetry.absolute_angle_tolerance (deg)")
+    max_delta: float = param(5.0, "known_symmetry.max_delta: Le Page δ allowed for the space_group= lattice (deg)")
+    lepage_max_delta: float = param(5.0, "Bravais settings listed up to this Le Page δ (deg)")
+    choose_bravais: bool = param(False, "write the recommended Bravais setting instead of P1 (as refine_bravais_settings + reindex)")
+    recycle_unindexed_reflections_cutoff: float = param(0.1, "search another lattice only if more than this fraction is unindexed")
+    minimum_angular_separation: float = param(5.0, "minimum rotation (deg) between two lattices of one sweep")
+    min_spots: int = param(20, "fewest spots a sweep needs to be indexed")
+    sigma_phi_deg: float | None = param(None, "override the φ sigmas in refinement (deg); None: from the spots, "
+                                              "at least 2 images on wedges of < 20 images")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method}: choose one of {', '.join(METHODS)}")
+        if self.unit_cell is not None:
+            validate_cell(self.unit_cell)
+        if self.max_lattices < 1:
+            raise ValueError("max_lattices must be at least 1")
+        if self.nproc < 1:
+            raise ValueError("nproc must be at least 1")
+        if not 0 < self.hkl_tolerance <= 0.5:
+            raise ValueError("hkl_tolerance must lie in (0, 0.5]")
+        if self.method == "real_space_grid_search" and self.unit_cell is None:
+            raise ValueError("method=real_space_grid_search needs unit_cell=")
+
+
+# --------------------------------------------------------------------------- helpers
+class _Spots:
+    """Spots of one or more sweeps with their reciprocal-space positions."""
+
+    def __init__(self, experiments: list[Experiment], tables: list[dict], sigma_phi_deg: float | None = None):
+        self.experiments = experiments
+        self.sigma_phi_deg = sigma_phi_deg
+        parts = []
+        for k, (e, t) in enumerate(zip(experiments, tables)):
+            if e.scan is None or e.goniometer is None or e.scan.is_still:
+                raise XtalError("not a rotation sweep (stills are not supported by xtal index)")
+            var = t.get("xyzobs.px.variance")
+            panel = t.get("panel", np.zeros(len(t["xyzobs.px.value"]), np.int64))
+            d = centroids_to_reciprocal_space(e, t["xyzobs.px.value"], var, panel)
+            d["imageset"] = np.full(len(t["xyzobs.px.value"]), k, np.int64)
+            d["panel"] = np.asarray(panel, np.int64)
+            parts.append(d)
+        self.cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        self.rlp = self.cols["rlp"]
+        self.phi = self.cols["xyzobs.mm.value"][:, 2]
+        self.entering = self.cols["entering"]
+        self.imageset = self.cols["imageset"]
+        with np.errstate(divide="ignore"):
+            self.d = 1.0 / np.linalg.norm(self.rlp, axis=1)
+
+    def __len__(self):
+        return len(self.rlp)
+
+    def blocks(self, sel: np.ndarray, hkl: np.ndarray) -> list[Block]:
+        out = []
+        for k, e in enumerate(self.experiments):
+            s = sel & (self.imageset == k)
+            if s.any():
+                out.append(Block(e, hkl[s], self.cols["xyzobs.mm.value"][s], self.cols["xyzobs.mm.variance"][s],
+                                 self.cols["panel"][s], self.sigma_phi_deg))
+        return out
+
+
+def _search(spots: _Spots, sel: np.ndarray, params: IndexParams, target: TargetSymmetry, max_cell: float,
+            found: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Best new lattice (reduced rows) among the spots ``sel``; and the d_min used."""
+    rlp = spots.rlp[sel]
+    ent, iset = spots.entering[sel], spots.imageset[sel]
+
+    def exclude(R):
+        return any(_misorientation(R, F) < params.minimum_angular_separation for F in found)
+
+    accept = target.matches if target.active else None
+    d_min = None
+    methods = [params.method]
+    if target.unit_cell is not None and params.method != "real_space_grid_search":
+        methods.append("real_space_grid_search")
+    last_error = None
+    for method in methods:
+        try:
+            if method == "fft3d":
+                vectors, d_min = fft3d_basis_vectors(rlp, max_cell, params.min_cell, params.n_points, params.d_min)
+            elif method == "fft1d":
+                vectors = fft1d_basis_vectors(rlp, max_cell, params.min_cell)
+            else:
+                vectors = real_space_grid_search(rlp, target.reduced_cell)
+        except XtalError as e:
+            last_error = e
+            continue
+        dm = d_min if d_min is not None else float(spots.d[sel].min())
+        use = spots.d[sel] >= dm
+        lattices = candidate_lattices(vectors, params.min_cell_volume, params.max_refine, accept,
+                                      exclude=exclude if found else None)
+        cands = []
+        for R in lattices:
+            c = evaluate(R, rlp[use], ent[use], iset[use], params.hkl_tolerance,
+                         min_cell_volume=params.min_cell_volume, check_primitive=not target.active)
+            if c is not None and (accept is None or accept(c.R)):
+                cands.append(c)
+        if cands:
+            best = rank(cands)[0]
+            return best.R, dm
+    if last_error is not None and not found:
+        raise last_error
+    raise XtalError("no suitable lattice could be found" + (" matching the known symmetry" if target.active else ""))
+
+
+def _misorientation(R1: np.ndarray, R2: np.ndarray) -> float:
+    """Smallest rotation (deg) taking lattice 2 onto lattice 1 over the cubic-like
+    equivalent bases (sign permutations of the reduced axes)."""
+    best = 180.0
+    A1 = np.linalg.inv(R1)
+    import itertools
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            R = (np.array(signs)[:, None] * R2[list(perm)])
+            if np.linalg.det(R) < 0:
+                continue
+            U = closest_rotation(np.linalg.inv(R) @ R1)
+            best = min(best, rotation_angle_deg(U))
+    return best
+
+
+def _refine_all(spots: _Spots, A_list: list[np.ndarray], sel_limit: np.ndarray, params: IndexParams):
+    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset,
+                                 allowed=np.repeat(sel_limit[:, None], len(A_list), axis=1))
+    results = []
+    new_A = []
+    for k, A in enumerate(A_list):
+        sel = cid == k
+        if sel.sum() < 10:
+            raise XtalError(f"too few indexed reflections ({int(sel.sum())}) to refine lattice {k + 1}")
+        res = refine_crystal(A, spots.blocks(sel, hkl), "a")
+        v0, v1 = abs(np.linalg.det(np.linalg.inv(A))), abs(np.linalg.det(np.linalg.inv(res.A)))
+        if abs(v1 - v0) / v0 > 0.5:
+            raise XtalError(f"unrealistic unit cell volume change during refinement ({100 * (v1 - v0) / v0:.0f}%)")
+        new_A.append(res.A)
+        results.append(res)
+    return new_A, results, hkl, cid
+
+
+def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarray, p1_rmsd_mm: float,
+                   params: IndexParams, pixel: float, max_spots: int = 1500):
+    R = np.linalg.inv(A)
+    rows = []
+    settings = bravais_settings(R, params.lepage_max_delta)
+    n_total = len(settings)
+    sel = sel.copy()
+    idx = np.nonzero(sel)[0]
+    if len(idx) > max_spots:  # a deterministic subset keeps the table quick
+        keep = idx[np.linspace(0, len(idx) - 1, max_spots).astype(int)]
+        sel[:] = False
+        sel[keep] = True
+    for k, s in enumerate(settings):
+        Mi = np.linalg.inv(s.M)
+        A_conv = A @ Mi
+        h_conv = hkl[sel] @ s.M.T
+        fam = "h" if s.bravais == "hR" else s.family
+        sub = np.zeros(len(hkl), bool)
+        sub[sel] = True
+        hh = np.zeros_like(hkl)
+        hh[sel] = h_conv
+        try:
+            res = refine_crystal(A_conv, spots.blocks(sub, hh), fam, n_rounds=1, max_nfev=10)
+        except Exception as e:  # noqa: BLE001 - a setting that cannot refine is just not listed
+            continue
+        rmsd_mm = math.hypot(res.rmsd_px_img[0], res.rmsd_px_img[1]) * pixel
+        rows.append({"solution": n_total - k, "bravais": s.bravais, "metric_fit": s.max_angular_difference,
+                     "rmsd": rmsd_mm, "nspots": res.n_used, "unit_cell": list(res.cell),
+                     "volume": float(abs(np.linalg.det(np.linalg.inv(res.A)))), "cb_op": s.cb_op,
+                     "M": s.M.tolist(), "_result": res})
+    p1 = next((r for r in rows if r["bravais"] == "aP"), None)
+    rmsd_p1 = p1["rmsd"] if p1 else p1_rmsd_mm
+    for r in rows:  # DIALS's heuristics (no cc available: min_cc = None)
+        rec = True
+        if r["metric_fit"] < 0.5:
+            if r["rmsd"] > 1.5 * rmsd_p1:
+                rec = False
+        elif r["rmsd"] > 2.0 * rmsd_p1:
+            rec = False
+        r["recommended"] = rec
+    return rows
+
+
+def _index_group(experiments: list[Experiment], tables: list[dict], params: IndexParams) -> dict:
+    """Index one sweep (or all sweeps jointly). Returns crystals, columns and rows."""
+    t0 = time.time()
+    n_in = sum(len(t["xyzobs.px.value"]) for t in tables)
+    if n_in == 0:
+        raise XtalError("no spots to index")
+    if n_in < params.min_spots:
+        raise XtalError(f"too few spots to index ({n_in}; need at least {params.min_spots})")
+    spots = _Spots(experiments, tables, params.sigma_phi_deg)
+    target = TargetSymmetry.make(params.unit_cell, params.space_group,
+                                 relative_length_tolerance=params.relative_length_tolerance,
+                                 absolute_angle_tolerance=params.absolute_angle_tolerance,
+                                 max_delta=params.max_delta)
+    if params.max_cell is not None:
+        max_cell = params.max_cell
+    elif target.reduced_cell is not None:
+        max_cell = 1.3 * target.max_primitive_length
+    else:
+        max_cell = find_max_cell(spots.rlp, spots.phi, spots.entering, spots.imageset)
+    d_all = float(spots.d.min())
+    A_list: list[np.ndarray] = []
+    results = []
+    hkl = cid = None
+    d_start = None
+    while len(A_list) < params.max_lattices:
+        if A_list:
+            indexed_d = spots.d[cid >= 0]
+            d_idx = float(indexed_d.min()) if len(indexed_d) else d_all
+            pool = spots.d > d_idx
+            if np.sum(pool & (cid < 0)) < params.recycle_unindexed_reflections_cutoff * np.sum(pool):
+                break
+            if np.sum(cid < 0) < params.min_spots:
+                break
+            try:
+                R_new, _ = _search(spots, cid < 0, params, target, max_cell, [np.linalg.inv(A) for A in A_list])
+            except XtalError:
+                break
+        else:
+            R_new, d_start = _search(spots, np.ones(len(spots), bool), params, target, max_cell, [])
+        A_list.append(np.linalg.inv(R_new))
+        n_cycles = params.n_macro_cycles
+        step = (d_start - d_all) / (n_cycles - 1) if n_cycles > 1 and d_start > d_all else 0.0
+        for i in range(n_cycles):
+            d_cut = max(d_start - i * step, 0.0) if i < n_cycles - 1 else 0.0
+            try:
+                A_try, results_try, hkl, cid = _refine_all(spots, A_list, spots.d >= d_cut - 1e-9, params)
+            except XtalError:
+                if len(A_list) == 1:
+                    raise
+                A_list.pop()
+                A_try = None
+                break
+            A_list, results = A_try, results_try
+        if A_try is None:
+            break
+    # final assignment over all spots with the refined models
+    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset)
+    n = len(spots)
+    pixel = float(experiments[0].detector[0].pixel_size[0])
+    lattices = []
+    for k, (A, res) in enumerate(zip(A_list, results)):
+        sel = cid == k
+        bravais_rows = _bravais_table(spots, A, hkl, sel, math.hypot(*res.rmsd_px_img[:2]) * pixel, params, pixel)
+        chosen = next(r for r in bravais_rows if r["bravais"] == "aP") if any(r["bravais"] == "aP" for r in bravais_rows) else None
+        want = None
+        if params.space_group:
+            want = lattice_of_space_group(target.space_group)
+            pool = [r for r in bravais_rows if r["bravais"] == want and r["metric_fit"] <= params.max_delta]
+            if params.unit_cell is not None and pool:
+                match = [r for r in pool if cells_similar(_sorted_if_needed(r["unit_cell"], want),
+                                                          _sorted_if_needed(params.unit_cell, want),
+                                                          params.relative_length_tolerance,
+                                                          params.absolute_angle_tolerance)]
+                pool = match or pool
+            if not pool:
+                raise XtalError(f"the lattice has no {want} setting within δ ≤ {params.max_delta:g}° "
+                                f"(space_group={params.space_group})")
+            chosen = min(pool, key=lambda r: r["metric_fit"])
+        elif params.choose_bravais:
+            rec = [r for r in bravais_rows if r["recommended"]]
+            if rec:
+                chosen = rec[0]
+        if chosen is None or chosen["bravais"] == "aP":
+            M = np.eye(3, dtype=int)
+            A_out, cov, sg_hall, rr = A, res.B_covariance, " P 1", res
+            cb = "a,b,c"
+        else:
+            M = np.array(chosen["M"], dtype=int)
+            rr = chosen["_result"]
+            A_out, cov = rr.A, rr.B_covariance
+            sg_hall = hall_symbol(target.space_group) if params.space_group else hall_symbol(LOWEST_SPACE_GROUP[chosen["bravais"]])
+            cb = chosen["cb_op"]
+            hkl[sel] = hkl[sel] @ M.T
+        crystal = Crystal.from_A(A_out, sg_hall)
+        if cov is not None and np.all(np.isfinite(cov)):
+            crystal.B_covariance = cov
+        for r in bravais_rows:
+            r.pop("_result", None)
+        lattices.append({"crystal": crystal, "cb_op": cb, "bravais": bravais_rows,
+                         "lattice": chosen["bravais"] if chosen else "aP", "rmsd": rr.rmsd_px_img,
+                         "used": rr.used, "n_used": rr.n_used})
+    # predictions and columns
+    xyzcal_mm = np.zeros((n, 3))
+    xyzcal_px = np.zeros((n, 3))
+    s1 = spots.cols["s1"].copy()
+    entering = spots.entering.copy()
+    for k, lat in enumerate(lattices):
+        A = lat["crystal"].A
+        for j, e in enumerate(experiments):
+            sel = (cid == k) & (spots.imageset == j)
+            if not sel.any():
+                continue
+            cal, s1c, ent, valid = predict(A, e, hkl[sel].astype(float), spots.phi[sel], spots.cols["panel"][sel])
+            xyzcal_mm[sel] = cal
+            px = np.zeros((sel.sum(), 2))
+            pan = spots.cols["panel"][sel]
+            for ip, p in enumerate(e.detector.panels):
+                ps = pan == ip
+                if ps.any():
+                    px[ps] = p.millimeter_to_pixel(cal[ps, :2])
+            xyzcal_px[sel] = np.column_stack([px, e.scan.frame_from_angle(np.degrees(cal[:, 2]))])
+            entering[sel] = ent
+    flags_add = np.where(cid >= 0, int(Flags.indexed), 0).astype(np.uint64)
+    rows = []
+    for j, e in enumerate(experiments):
+        s = spots.imageset == j
+        ni = int(np.sum(cid[s] >= 0))
+        rows.append({"n_spots": int(s.sum()), "n_indexed": ni,
+                     "percent_indexed": 100.0 * ni / max(int(s.sum()), 1)})
+    return {"lattices": lattices, "miller_index": hkl.astype(np.int32), "lattice_id": cid.astype(np.int32),
+            "columns": {"xyzobs.mm.value": spots.cols["xyzobs.mm.value"],
+                        "xyzobs.mm.variance": spots.cols["xyzobs.mm.variance"], "s1": s1,
+                        "rlp": spots.rlp, "entering": entering, "xyzcal.mm": xyzcal_mm, "xyzcal.px": xyzcal_px},
+            "flags_add": flags_add, "imageset": spots.imageset, "per_sweep": rows,
+            "max_cell": max_cell, "seconds": time.time() - t0}
+
+
+def _safe_index_group(args):
+    experiments, tables, params = args
+    try:
+        return {"ok": True, **_index_group(experiments, tables, params)}
+    except XtalError as e:
+        return {"ok": False, "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 - one sweep's internal error must not end the run
+        return {"ok": False, "reason": f"internal error: {type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()}
+
+
+# --------------------------------------------------------------------------- stage
+def _split(experiments: ExperimentList, reflections: ReflectionTable) -> list[np.ndarray]:
+    """Row indices of each experiment's spots (strong spots when flagged)."""
+    n = len(reflections)
+    keep = np.ones(n, bool)
+    if "flags" in reflections:
+        strong = (reflections["flags"].astype(np.uint64) & np.uint64(int(Flags.strong))) != 0
+        if strong.any():
+            keep = strong
+    if "xyzobs.px.value" not in reflections:
+        raise XtalError("the reflection table has no xyzobs.px.value column (is it a spot list?)")
+    if "id" not in reflections:
+        ids = np.zeros(n, np.int64)
+    else:
+        ids = reflections["id"].astype(np.int64)
+    emap = {}
+    ident = reflections.experiment_identifiers
+    if ident:
+        pos = {e.identifier: i for i, e in enumerate(experiments)}
+        for k, v in ident.items():
+            if v in pos:
+                emap[k] = pos[v]
+    out = []
+    for i in range(len(experiments)):
+        ks = [k for k, v in emap.items() if v == i] if emap else [i]
+        out.append(np.nonzero(keep & np.isin(ids, ks))[0])
+    return out
+
+
+def run_index(experiments: ExperimentList, reflections: ReflectionTable, params: IndexParams,
+              progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
+    """Index sweeps; returns (indexed experiments, indexed reflections, summary).
+
+    ``progress(fraction, message)`` is called as sweeps finish. The summary has one
+    row per input sweep (``status`` indexed/failed and ``reason``), the Bravais table
+    of each lattice and the overall counts.
+    """
+    if len(experiments) == 0:
+        raise XtalError("no experiments to index")
+    TargetSymmetry.make(params.unit_cell, params.space_group)  # bad priors: one clear error
+    rows_of = _split(experiments, reflections)
+    cols = ["xyzobs.px.value", "xyzobs.px.variance", "panel"]
+
+    def table_of(i):
+        return {c: np.asarray(reflections[c])[rows_of[i]] for c in cols if c in reflections}
+
+    if params.joint:
+        groups = [list(range(len(experiments)))]
+    else:
+        groups = [[i] for i in range(len(experiments))]
+    jobs = [([experiments[i] for i in g], [table_of(i) for i in g], params) for g in groups]
+    results = [None] * len(jobs)
+    done = 0
+    if params.nproc > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=params.nproc, mp_context=ctx) as pool:
+            futures = {pool.submit(_safe_index_group, job): k for k, job in enumerate(jobs)}
+            from concurrent.futures import as_completed
+            for f in as_completed(futures):
+                k = futures[f]
+                results[k] = f.result()
+                done += 1
+                if progress:
+                    progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
+    else:
+        for k, job in enumerate(jobs):
+            results[k] = _safe_index_group(job)
+            done += 1
+            if progress:
+                progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
+
+    out_expts = ExperimentList()
+    tables = []
+    sweeps = []
+    import uuid
+    for g, res in zip(groups, results):
+        if not res["ok"]:
+            for i in g:
+                row = {"sweep": i, "identifier": experiments[i].identifier, "status": "failed",
+                       "reason": res["reason"], "n_spots": int(len(rows_of[i]))}
+                if "traceback" in res:
+                    row["traceback"] = res["traceback"]
+                sweeps.append(row)
+            continue
+        base_id = len(out_expts)
+        expt_ids = {}  # (lattice k, local sweep j) -> output id
+        for k, lat in enumerate(res["lattices"]):
+            for j, i in enumerate(g):
+                e = experiments[i]
+                new = Experiment(beam=e.beam, detector=e.detector, goniometer=e.goniometer, scan=e.scan,
+                                 crystal=lat["crystal"], imageset=e.imageset, profile=e.profile,
+                                 identifier=e.identifier if k == 0 else str(uuid.uuid4()))
+                expt_ids[(k, j)] = len(out_expts)
+                out_expts.append(new)
+        for j, i in enumerate(g):
+            rows = rows_of[i]
+            s = res["imageset"] == j
+            t = reflections.select(rows)
+            lid = res["lattice_id"][s]
+            ids = np.full(len(rows), -1, np.int32)
+            for k in range(len(res["lattices"])):
+                ids[lid == k] = expt_ids[(k, j)]
+            t["id"] = ids
+            t["miller_index"] = res["miller_index"][s]
+            for name, arr in res["columns"].items():
+                t[name] = arr[s]
+            flags = t["flags"].astype(np.uint64) if "flags" in t else np.zeros(len(t), np.uint64)
+            flags = flags & ~np.uint64(int(Flags.indexed) | int(Flags.used_in_refinement))
+            flags |= res["flags_add"][s]
+            t["flags"] = flags
+            t["imageset_id"] = np.full(len(t), len(tables), np.int32)
+            t.experiment_identifiers = {expt_ids[(k, j)]: out_expts[expt_ids[(k, j)]].identifier
+                                        for k in range(len(res["lattices"]))}
+            tables.append(t)
+            per = res["per_sweep"][j]
+            lat0 = res["lattices"][0]
+            c = lat0["crystal"]
+            sd = c.cell_parameter_sd()
+            sweeps.append({"sweep": i, "identifier": experiments[i].identifier, "status": "indexed", "reason": "",
+                           **per, "n_lattices": len(res["lattices"]),
+                           "unit_cell": [float(x) for x in c.unit_cell],
+                           "unit_cell_sd": [float(x) for x in sd] if sd else None,
+                           "space_group": c.space_group_symbol, "lattice": lat0["lattice"], "cb_op": lat0["cb_op"],
+                           "rmsd_x_px": lat0["rmsd"][0], "rmsd_y_px": lat0["rmsd"][1],
+                           "rmsd_z_images": lat0["rmsd"][2], "n_used_in_refinement": lat0["n_used"],
+                           "max_cell": res["max_cell"], "seconds": res["seconds"],
+                           "lattices": [{"unit_cell": [float(x) for x in L["crystal"].unit_cell],
+                                         "space_group": L["crystal"].space_group_symbol, "cb_op": L["cb_op"],
+                                         "rmsd": list(L["rmsd"]), "bravais_settings": L["bravais"]}
+                                        for L in res["lattices"]]})
+    sweeps.sort(key=lambda r: r["sweep"])
+    if tables:
+        table = ReflectionTable.concatenate(tables) if len(tables) > 1 else tables[0]
+    else:
+        table = ReflectionTable()
+    n_ok = sum(1 for s in sweeps if s["status"] == "indexed")
+    summary = {"n_sweeps": len(experiments), "n_indexed_sweeps": n_ok, "n_failed": len(sweeps) - n_ok,
+               "n_experiments": len(out_expts), "joint": params.joint, "sweeps": sweeps,
+               "n_spots": int(sum(s.get("n_spots", 0) for s in sweeps)),
+               "n_indexed": int(sum(s.get("n_indexed", 0) for s in sweeps))}
+    if n_ok == 0:
+        reasons = "; ".join(f"sweep {s['sweep']}: {s['reason']}" for s in sweeps)
+        raise XtalError(f"no sweep could be indexed ({reasons})")
+    return out_expts, table, summary

@@ -1,0 +1,55 @@
+// Report page: draw the run's plotly figures from report.json; while the run is queued
+// or running, fetch it again every 3 s and redraw tables and figures.
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var url = script && script.getAttribute("data-report-url");
+  if (!url) return;
+  var PERIOD_MS = 3000;
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function drawTables(tables) {
+    tables.forEach(function (t) {
+      var tbody = document.querySelector("#table-" + t.id + " tbody");
+      if (!tbody) return;
+      var frag = document.createDocumentFragment();
+      t.rows.forEach(function (r, i) {
+        var status = (t.row_status || [])[i] || "";
+        var tr = el("tr", null, status ? "row-" + status : "");
+        r.forEach(function (c) { tr.appendChild(el("td", (c === null || c === undefined) ? "—" : c)); });
+        frag.appendChild(tr);
+      });
+      if (!t.rows.length) {
+        var tr = el("tr", null, "empty"), td = el("td", "Nothing yet.");
+        td.colSpan = t.columns.length; tr.appendChild(td); frag.appendChild(tr);
+      }
+      tbody.replaceChildren(frag);
+    });
+  }
+
+  function drawFigures(figures) {
+    if (!window.Plotly) return;
+    figures.forEach(function (f) {
+      var div = document.getElementById("figure-" + f.id);
+      if (div) window.Plotly.react(div, f.data, f.layout, {responsive: true, displaylogo: false});
+    });
+  }
+
+  function load() {
+    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
+      .then(function (data) {
+        drawTables(data.tables);
+        drawFigures(data.figures);
+        if (data.status === "queued" || data.status === "running") setTimeout(load, PERIOD_MS);
+      })
+      .catch(function () { setTimeout(load, PERIOD_MS * 2); });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", load); else load();
+})();

@@ -1,0 +1,89 @@
+"""``manage.py xtal_demo_project`` and the simulate task, through the real worker: the
+chain import → find_spots → index runs by itself, and running things twice changes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+from django.core.management import call_command
+
+from xtalweb.projects import tasks
+from xtalweb.projects.models import Project, StageRun
+
+from .helpers import wait_for_run
+
+pytestmark = [pytest.mark.usefixtures("celery_worker"), pytest.mark.django_db(transaction=True)]
+
+
+def wait_for_stage(project, stage, timeout=180.0) -> StageRun:
+    deadline = time.monotonic() + timeout
+    while not project.runs.filter(stage=stage).exists():
+        if time.monotonic() > deadline:
+            states = list(project.runs.values_list("stage", "status", "error"))
+            pytest.fail(f"no {stage} run was queued; runs: {states}")
+        time.sleep(0.2)
+    return wait_for_run(project.runs.get(stage=stage).pk, timeout)
+
+
+def test_demo_project_is_processed_and_the_command_is_idempotent(folders, tiny_dataset):
+    # the simulation itself is the session's (same preset, same seed): the command finds it
+    # complete (truth.json) and keeps it; simulate_into is tested by the tiny_dataset fixture
+    demo = folders["data"] / "demo-tiny"
+    shutil.copytree(tiny_dataset, demo)
+    stamp = {f: os.stat(demo / f).st_mtime_ns for f in os.listdir(demo)}
+
+    call_command("xtal_demo_project", stdout=open(os.devnull, "w"))
+    project = Project.objects.get()
+    assert (project.name, project.owner.username, project.group.name) == ("Demo: tiny (3 crystals)", "demo", "demo-lab")
+    assert project.data_root == os.path.realpath(demo)
+
+    imp = wait_for_stage(project, "import")
+    fs = wait_for_stage(project, "find_spots")
+    idx = wait_for_stage(project, "index")
+    assert [r.status for r in (imp, fs, idx)] == ["succeeded"] * 3, (imp.error, fs.error, idx.error)
+    assert list(fs.parents.all()) == [imp] and list(idx.parents.all()) == [fs]
+    assert [s.status for s in fs.sweep_runs.all()] == ["succeeded"] * 3
+    assert [s.status for s in idx.sweep_runs.all()] == ["succeeded"] * 3
+    assert all(s.summary["percent_indexed"] > 90 for s in idx.sweep_runs.all())
+    assert sorted(os.listdir(project.work_dir)) == ["001_import", "002_find_spots", "003_index"]
+    assert (imp.follow_up, fs.follow_up, idx.follow_up) == (["find_spots", "index"], ["index"], [])
+
+    call_command("xtal_demo_project", stdout=open(os.devnull, "w"))
+    time.sleep(0.5)
+    assert Project.objects.count() == 1
+    assert StageRun.objects.count() == 3
+    assert {f: os.stat(demo / f).st_mtime_ns for f in os.listdir(demo)} == stamp
+    assert sorted(os.listdir(folders["data"])) == ["demo-tiny"]  # no second simulation, no leftovers
+
+
+def test_simulate_task_then_import(users, folders, tiny_dataset):
+    """The preset path: the simulate run (here finding its folder complete) queues the import."""
+    target = folders["data"] / "simulated" / "0001-tiny"
+    target.parent.mkdir()
+    shutil.copytree(tiny_dataset, target)
+    project = Project.objects.create(name="sim", owner=users["alice"], data_root=str(target),
+                                     work_dir=str(folders["work"] / "sim"))
+    run = tasks.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
+    tasks.dispatch_run(run.pk)
+    run = wait_for_run(run.pk)
+    assert run.status == "succeeded", run.log
+    assert run.summary["space_group"] == "I 21 3" and len(run.summary["crystals"]) == 3
+    imp = wait_for_stage(project, "import")
+    assert imp.status == "succeeded", imp.log
+    assert imp.summary["n_sweeps"] == 3 and imp.summary["n_images"] == 30
+    assert list(imp.parents.all()) == [run]
+
+
+def test_simulate_outside_the_data_roots_fails_clearly(users, folders):
+    project = Project.objects.create(name="sim", owner=users["alice"], data_root=str(folders["outside"] / "x"),
+                                     work_dir=str(folders["work"] / "sim"))
+    run = tasks.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
+    tasks.dispatch_run(run.pk)
+    run = wait_for_run(run.pk)
+    assert run.status == "failed"
+    assert "is outside the allowed data roots" in run.error
+    assert not os.path.exists(folders["outside"] / "x")
+    assert project.runs.count() == 1  # no import queued after a failure
