@@ -11,9 +11,11 @@ from ..errors import XtalError
 
 COMMANDS = {
     "import": ("processing.cli.import_", "read image headers and write imported.expt (dials.import)"),
-    "show": ("processing.cli.show", "print experiment models and reflection-table summaries (dials.show)"),
-    "integrate": ("processing.cli.integrate", "integrate reflections: background, summation, profile fitting (dials.integrate)"),
+    "find_spots": ("processing.cli.find_spots", "find strong spots on the images (dials.find_spots)"),
+    "index": ("processing.cli.index", "find the lattice, assign Miller indices and refine orientation and cell (dials.index)"),
     "refine": ("processing.cli.refine", "refine beam, detector and crystal models against indexed centroids (dials.refine)"),
+    "integrate": ("processing.cli.integrate", "integrate reflections: background, summation, profile fitting (dials.integrate)"),
+    "show": ("processing.cli.show", "print experiment models and reflection-table summaries (dials.show)"),
     "simulate": ("processing.cli.simulate", "simulate multi-crystal rotation data with known truth"),
 }
 

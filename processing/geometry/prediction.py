@@ -52,8 +52,8 @@ def generate_indices(cell, d_min: float, space_group=None, d_max: float | None =
     if not d_min > 0:
         raise ValueError(f"d_min must be positive, got {d_min}")
     B = b_matrix(cell)
-    real = np.linalg.inv(B)  # columns are a, b, c (the rows of A⁻¹ for U = I)
-    lengths = np.linalg.norm(real, axis=0)
+    real = np.linalg.inv(B)  # rows are a, b, c (as the rows of A⁻¹ for U = I)
+    lengths = np.linalg.norm(real, axis=1)  # |h| ≤ |a|/d_min
     hmax = np.floor(lengths / d_min).astype(int)
     ranges = [np.arange(-m, m + 1) for m in hmax]
     h = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)

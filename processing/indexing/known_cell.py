@@ -65,6 +65,10 @@ class TargetSymmetry:
                 raise XtalError(f"unknown space group {space_group!r}")
             sg_name = sg.xhm()
             lattice = lattice_of_space_group(sg_name)
+            if cell is not None and not gemmi.UnitCell(*cell).is_compatible_with_spacegroup(sg, 1e-2):
+                raise XtalError(f"unit_cell={','.join(f'{v:g}' for v in cell)} does not fit space group "
+                                f"{sg.xhm()} ({sg.crystal_system_str()}); give the cell in that space "
+                                "group's setting, or leave out space_group=")
         reduced = None
         if cell is not None:
             R = np.linalg.inv(b_matrix(cell))  # rows a, b, c

@@ -152,6 +152,9 @@ def test_bad_input_fails_per_sweep(insulin_sweep):
             params = from_strings(IndexParams, bad)
             run_index(ExperimentList([e_good]), t, params)
         assert "\n" not in str(err.value)
+    with pytest.raises(XtalError, match="does not fit space group I 21 3"):
+        run_index(ExperimentList([e_good]), t,
+                  from_strings(IndexParams, ["unit_cell=67,67,67,109,109,109", "space_group=I213"]))
 
 
 def _lcys(real_data, n):

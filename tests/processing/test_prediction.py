@@ -88,3 +88,18 @@ def test_generate_indices_respects_absences():
     assert not np.any(np.all(h == 0, axis=1))
     d = 78.0 / np.linalg.norm(h, axis=1)
     assert d.min() >= 4.0 - 1e-9
+
+
+def test_generate_indices_complete_for_oblique_cell():
+    """Every index inside the resolution sphere of a triclinic cell is generated."""
+    import numpy as np
+    from processing.geometry.prediction import generate_indices
+    from processing.models.crystal import b_matrix
+    cell = (30.0, 45.0, 60.0, 60.0, 110.0, 75.0)
+    d_min = 4.0
+    got = {tuple(h) for h in generate_indices(cell, d_min)}
+    r = np.arange(-25, 26)
+    h = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    inv_d2 = np.sum((h @ b_matrix(cell).T) ** 2, axis=1)
+    brute = {tuple(x) for x in h[(inv_d2 > 0) & (inv_d2 <= 1 / d_min**2)]}
+    assert got == brute and len(brute) > 3000
