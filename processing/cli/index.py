@@ -6,21 +6,11 @@ lattice and the final tables of % indexed and RMSDs.
 """
 from __future__ import annotations
 
-import os
 
-from ..errors import XtalError
 from ..indexing.indexer import IndexParams, run_index
-from ..io.expt import read_experiments, write_experiments
 from ..params import from_strings
-from .main import print_help, split_args
-
-
-def tabulate(rows: list[list], header: list[str], align_right: bool = True) -> str:
-    cols = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
-    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
-    fmt = lambda r: "| " + " | ".join((c.rjust(w) if align_right else c.ljust(w)) for c, w in zip(r, widths)) + " |"
-    return "\n".join([line, fmt(header), line.replace("-", "-")] + [fmt(r) for r in cols[1:]] + [line])
+from .main import pop_outputs, print_help, read_expt_refl, split_args, write_expt_refl
+from .tables import psql_table, rmsd_table
 
 
 def bravais_table(settings: list[dict]) -> str:
@@ -29,8 +19,8 @@ def bravais_table(settings: list[dict]) -> str:
         rows.append([("*" if r["recommended"] else " ") + f"{r['solution']:7d}", f"{r['metric_fit']:6.4f}",
                      f"{r['rmsd']:5.3f}", "-/-", str(r["nspots"]), r["bravais"],
                      "%6.2f %6.2f %6.2f %6.2f %6.2f %6.2f" % tuple(r["unit_cell"]), f"{r['volume']:.0f}", r["cb_op"]])
-    return tabulate(rows, ["Solution", "Metric fit", "rmsd", "min/max cc", "#spots", "lattice", "unit_cell",
-                           "volume", "cb_op"]) + "\n* = recommended solution"
+    return psql_table(["Solution", "Metric fit", "rmsd", "min/max cc", "#spots", "lattice", "unit_cell",
+                       "volume", "cb_op"], rows) + "\n* = recommended solution"
 
 
 def format_summary(summary: dict) -> str:
@@ -49,14 +39,12 @@ def format_summary(summary: dict) -> str:
     ok = [s for s in summary["sweeps"] if s["status"] == "indexed"]
     if ok:
         out.append("")
-        out.append(tabulate([[str(s["sweep"]), str(s["n_indexed"]), str(s["n_spots"] - s["n_indexed"]),
-                              f"{s['percent_indexed']:.1f}%"] for s in ok],
-                            ["Imageset", "# indexed", "# unindexed", "% indexed"]))
+        out.append(psql_table(["Imageset", "# indexed", "# unindexed", "% indexed"],
+                              [[s["sweep"], s["n_indexed"], s["n_spots"] - s["n_indexed"],
+                                f"{s['percent_indexed']:.1f}%"] for s in ok]))
         out.append("")
         out.append("RMSDs by experiment:")
-        out.append(tabulate([[str(k), str(s["n_used_in_refinement"]), f"{s['rmsd_x_px']:.5g}", f"{s['rmsd_y_px']:.5g}",
-                              f"{s['rmsd_z_images']:.5g}"] for k, s in enumerate(ok)],
-                            ["Exp id", "Nref", "RMSD_X (px)", "RMSD_Y (px)", "RMSD_Z (images)"]))
+        out.append(rmsd_table([dict(s, experiment=k, nref=s["n_used_in_refinement"]) for k, s in enumerate(ok)]))
     failed = [s for s in summary["sweeps"] if s["status"] != "indexed"]
     out.append(f"\n{len(ok)} of {summary['n_sweeps']} sweeps indexed"
                + (f"; failed: {', '.join(str(s['sweep']) for s in failed)}" if failed else ""))
@@ -69,30 +57,11 @@ def run(argv: list[str]) -> int:
         print_help("index", IndexParams)
         print("  output.experiments = indexed.expt\n  output.reflections = indexed.refl")
         return 0
-    out_expt, out_refl, kept = "indexed.expt", "indexed.refl", []
-    for w in words:
-        key, _, value = w.partition("=")
-        if key == "output.experiments":
-            out_expt = value
-        elif key == "output.reflections":
-            out_refl = value
-        else:
-            kept.append(w)
-    expts = [f for f in files if f.endswith(".expt") or f.endswith(".json")]
-    refls = [f for f in files if f.endswith(".refl")]
-    if len(expts) != 1 or len(refls) != 1:
-        raise XtalError("usage: xtal index imported.expt strong.refl [key=value …]")
+    outputs, kept = pop_outputs(words, experiments="indexed.expt", reflections="indexed.refl")
     params = from_strings(IndexParams, kept)
-    from ..io.refl import read_reflections
-    experiments = read_experiments(expts[0])
-    reflections = read_reflections(refls[0])
+    experiments, reflections = read_expt_refl(files, "xtal index imported.expt strong.refl [key=value …]")
     progress = lambda f, msg: print(f"  {msg}", flush=True)
     experiments_out, table, summary = run_index(experiments, reflections, params, progress=progress)
     print(format_summary(summary))
-    for path in (out_expt, out_refl):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    from ..io.refl import write_reflections
-    write_experiments(out_expt, experiments_out)
-    write_reflections(out_refl, table)
-    print(f"Saving refined experiments to {out_expt}\nSaving refined reflections to {out_refl}")
+    write_expt_refl(experiments_out, table, outputs)
     return 0

@@ -5,6 +5,7 @@ else is an internal error and keeps its traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import XtalError
@@ -58,6 +59,50 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
         else:
             files.append(a)
     return files, words, help_
+
+
+def pop_outputs(words: list[str], **defaults: str) -> tuple[dict[str, str], list[str]]:
+    """Take ``output.<name>=path`` words out of ``words``: (outputs, the other words).
+
+    ``pop_outputs(words, experiments="indexed.expt", reflections="indexed.refl")``.
+    """
+    outputs, kept = dict(defaults), []
+    for w in words:
+        key, _, value = w.partition("=")
+        name = key.strip().removeprefix("output.")
+        if key.strip().startswith("output.") and name in outputs:
+            outputs[name] = value
+        else:
+            kept.append(w)
+    return outputs, kept
+
+
+def read_expt_refl(files: list[str], usage: str):
+    """Exactly one experiment list and one reflection file → (experiments, reflections)."""
+    from ..io.expt import read_experiments
+    from ..io.refl import read_reflections
+
+    expts = [f for f in files if f.endswith((".expt", ".json"))]
+    refls = [f for f in files if f.endswith(".refl")]
+    other = [f for f in files if f not in expts and f not in refls]
+    if other:
+        raise XtalError(f"{other[0]}: not an .expt or .refl file")
+    if len(expts) != 1 or len(refls) != 1:
+        raise XtalError(f"give one experiment list (.expt) and one reflection file (.refl): {usage}")
+    return read_experiments(expts[0]), read_reflections(refls[0])
+
+
+def write_expt_refl(experiments, table, outputs: dict[str, str]) -> None:
+    """Write outputs["experiments"] and outputs["reflections"] (atomically), saying so."""
+    from ..io.expt import write_experiments
+    from ..io.refl import write_reflections
+
+    for path in outputs.values():
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_experiments(outputs["experiments"], experiments)
+    print(f"Saving experiments to {outputs['experiments']}")
+    write_reflections(outputs["reflections"], table)
+    print(f"Saving reflections to {outputs['reflections']}")
 
 
 def print_help(command: str, cls) -> None:

@@ -7,6 +7,7 @@ from ..errors import XtalError
 from ..io.expt import read_experiments
 from ..models import Experiment, format_with_sd
 from .main import split_args
+from .tables import psql_table
 
 
 def _v(x, fmt="{:g}") -> str:
@@ -91,24 +92,18 @@ def _cell(v) -> str:
     return f"{v:.2f}" if abs(v) < 1e5 else f"{v:.4e}"
 
 
-def _grid(rows) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
-    fmt = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"
-    return [line, fmt(rows[0]), line.replace("+", "|", 1)[:-1] + "|"] + [fmt(r) for r in rows[1:]] + [line]
-
-
 def format_reflections(path: str, table) -> str:
     """The column table and flag counts of ``dials.show show_flags=True``."""
     s = table.summary()
     out = [path, f"Reflection list contains {s['nrows']} reflections"]
     if s["columns"]:
-        out += _grid([("Column", "min", "max", "mean")] +
-                     [(name, _cell(lo), _cell(hi), _cell(mean)) for name, lo, hi, mean in s["columns"]])
+        out.append(psql_table(["Column", "min", "max", "mean"],
+                              [(name, _cell(lo), _cell(hi), _cell(mean)) for name, lo, hi, mean in s["columns"]],
+                              align="left"))
     if s["flags"]:
         out.append("Reflection flags:")
-        out += _grid([("Flag", "Count", "%")] +
-                     [(name, str(count), f"{pct:.1f}") for name, count, pct in s["flags"]])
+        out.append(psql_table(["Flag", "Count", "%"],
+                              [(name, str(count), f"{pct:.1f}") for name, count, pct in s["flags"]], align="left"))
     if table.experiment_identifiers:
         out.append("Experiment identifiers: " +
                    ", ".join(f"{k}: {v}" for k, v in sorted(table.experiment_identifiers.items())))

@@ -28,7 +28,6 @@ scan-varying
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

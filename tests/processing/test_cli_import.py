@@ -1,6 +1,5 @@
 """`xtal import` / `xtal show` end to end: summaries, image_range, clear errors, nothing written."""
 import os
-import shutil
 
 import h5py
 import numpy as np

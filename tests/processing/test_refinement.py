@@ -16,7 +16,7 @@ from processing.refinement import RefineParams, run_refine
 from processing.refinement.outliers import mcd_outliers, tukey
 from processing.refinement.parameterisation import GaussianSmoother, metric_basis
 from processing.refinement.refiner import _build, _Run
-from processing.refinement.residuals import Observations, residuals_and_jacobian
+from processing.refinement.residuals import residuals_and_jacobian
 
 PX = 0.075
 OSC = 0.1
@@ -278,7 +278,7 @@ def test_bad_input_messages(dataset):
 
 
 def test_rmsd_table_matches_dials_layout():
-    from processing.cli.refine import rmsd_table
+    from processing.cli.tables import rmsd_table
     rows = [{"experiment": 0, "nref": 1097, "rmsd_x_px": 0.326931, "rmsd_y_px": 0.215461, "rmsd_z_images": 0.116211},
             {"experiment": 15, "nref": 189, "rmsd_x_px": 0.210209, "rmsd_y_px": 0.262371, "rmsd_z_images": 0.0953149},
             {"experiment": 3, "nref": 414, "rmsd_x_px": 0.298400, "rmsd_y_px": 0.247461, "rmsd_z_images": 0.2}]
