@@ -43,11 +43,16 @@ def recall(table, k, e, truth):
     usable = np.zeros(len(xyz), bool)
     usable[inside] = clear[yi[inside], xi[inside]]
     sel = usable & (i_over_sigma > 5)
+    by_cut = {}
     obs = table["xyzobs.px.value"][table["id"] == k]
     dist, j = cKDTree(obs[:, :2]).query(xyz[:, :2])
     found = (dist < 2) & (np.abs(obs[j, 2] - xyz[:, 2]) < 2)
+    for cut in (5, 10, 20, 50):
+        c = usable & (i_over_sigma > cut)
+        by_cut[f"i_sigma_gt_{cut}"] = {"n": int(c.sum()), "found": round(float(found[c].mean()), 4)}
     full = sel & found & (truth["partiality"] > 0.99)
     return {"sweep": k, "n_true_i_sigma_gt_5": int(sel.sum()), "found_fraction": round(float(found[sel].mean()), 4),
+            "found_by_i_sigma": by_cut,
             "median_centroid_error_px": round(float(np.median(dist[full])), 4), "n_spots": int((table["id"] == k).sum())}
 
 
@@ -56,8 +61,9 @@ def main() -> int:
     n_crystals, n_images = int(words.get("n_crystals", 2)), int(words.get("n_images", 50))
     with tempfile.TemporaryDirectory(prefix="xtal_fs_insulin_") as tmp:
         t0 = time.perf_counter()
+        # ordinary crystals only (no weak / non-isomorphous / damaged ones)
         run_simulate(SimulateParams(preset="insulin-24", output_dir=tmp, n_crystals=n_crystals,
-                                    n_images=n_images, seed=5))
+                                    n_images=n_images, seed=5, n_weak=0, n_non_isomorphous=0, n_damaged=0))
         t_sim = time.perf_counter() - t0
         experiments = read_experiments(str(Path(tmp) / "truth.expt"))
         t0 = time.perf_counter()
