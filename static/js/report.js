@@ -30,6 +30,14 @@
         td.colSpan = t.columns.length; tr.appendChild(td); frag.appendChild(tr);
       }
       tbody.replaceChildren(frag);
+      var list = document.getElementById("highlights-" + t.id);
+      if (list && t.highlights) {
+        var items = document.createDocumentFragment();
+        t.highlights.forEach(function (h) {
+          items.appendChild(el("li", "Exp " + h.exp_id + " (" + h.sweep + "): " + h.reasons.join("; "), "row-bad"));
+        });
+        list.replaceChildren(items);
+      }
     });
   }
 

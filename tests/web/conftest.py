@@ -141,3 +141,129 @@ def tiny_data(tiny_dataset, folders):
 def _fast_password_hashing(settings):
     """The users fixture makes three users per test: hash their passwords cheaply."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def tiny_indexed(tiny_dataset, tmp_path_factory):
+    """import → find_spots → index of the tiny set, once per session, by the science called
+    directly with the web's default parameters (index joint=false: one sweep at a time, as
+    the web's tasks do; but n_points=128 for speed), written in the layout of the web's run folders:
+    ``001_import/imported.expt``, ``002_find_spots/{strong.refl,sweeps/…}``,
+    ``003_index/{indexed.expt,indexed.refl,sweeps/<nnn>_<name>.expt/.refl}``, plus
+    ``manifest.json`` with the summaries. Image paths point into ``tiny_dataset``; the
+    ``indexed_project`` fixture copies it all into a test's own folders."""
+    import json
+    import os
+
+    from processing.io.expt import write_experiments
+    from processing.io.images import open_imageset
+    from processing.io.refl import write_reflections
+    from processing.models import ExperimentList
+    from processing.pipeline import ImportParams, run_import
+    from processing.reflections import ReflectionTable
+    from processing.spotfinding import find_spots
+
+    from xtalweb.projects.stages import build_params, params_class, params_json, words_from_values
+
+    import importlib
+
+    run_index = getattr(importlib.import_module(params_class("index").__module__), "run_index")
+    root = tmp_path_factory.mktemp("tiny_indexed")
+    files = sorted(str(p) for p in tiny_dataset.iterdir() if p.name.endswith("_master.h5"))
+    experiments, imp_summary = run_import(ImportParams(paths=tuple(files)))
+    for sub in ("001_import", "002_find_spots/sweeps", "003_index/sweeps"):
+        os.makedirs(root / sub)
+    write_experiments(str(root / "001_import" / "imported.expt"), experiments)
+    fs_params = build_params("find_spots", words_from_values("find_spots", {}))
+    # n_points=128: a coarser FFT grid, twice as fast on these 10-image sweeps, same lattices
+    idx_params = build_params("index", words_from_values("index", {"n_points": "128"}))
+    sweeps = []
+    spots_tables, idx_expts, idx_tables = [], ExperimentList(), []
+    for k, (e, s) in enumerate(zip(experiments, imp_summary["sweeps"])):
+        stem = f"{k:03d}_{s['name']}"
+        spots, fs_summary = find_spots(e, open_imageset(e.imageset, e.scan), fs_params, experiment_id=k)
+        fs_file = str(root / "002_find_spots" / "sweeps" / f"{stem}.refl")
+        write_reflections(fs_file, spots)
+        spots_tables.append(spots)
+        out_e, out_r, idx_summary = run_index(ExperimentList([e]), spots, idx_params)
+        idx_stem = str(root / "003_index" / "sweeps" / stem)
+        write_experiments(idx_stem + ".expt", out_e)
+        write_reflections(idx_stem + ".refl", out_r)
+        idx_expts.extend(out_e)
+        idx_tables.append(out_r)
+        r = dict(idx_summary["sweeps"][0])
+        r.pop("traceback", None)
+        r["sweep"] = k
+        sweeps.append({"index": k, "name": s["name"], "stages": {
+                       "find_spots": {"summary": {k2: v for k2, v in fs_summary.items()
+                                                  if k2 in ("n_spots", "n_images", "histogram")},
+                                      "files": [fs_file]},
+                       "index": {"summary": r, "files": [idx_stem + ".expt", idx_stem + ".refl"]}}})
+    write_reflections(str(root / "002_find_spots" / "strong.refl"), ReflectionTable.concatenate(spots_tables))
+    write_experiments(str(root / "003_index" / "indexed.expt"), idx_expts)
+    write_reflections(str(root / "003_index" / "indexed.refl"), ReflectionTable.concatenate(idx_tables))
+    manifest = {"dataset": str(tiny_dataset), "root": str(root), "import": imp_summary,
+                "find_spots_parameters": params_json(fs_params), "index_parameters": params_json(idx_params),
+                "sweeps": sweeps}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture
+def indexed_project(tiny_indexed, tiny_data, folders, users):
+    """alice's project (lab-a) on this test's copy of the tiny data, with succeeded import,
+    find_spots and index runs (rows and folders as the worker leaves them) from the
+    session's ``tiny_indexed``: ``{"project", "import", "find_spots", "index"}``."""
+    import json
+    import os
+    import shutil
+
+    from django.utils import timezone
+
+    from xtalweb.projects.models import Project, StageRun, Sweep, SweepRun
+    from xtalweb.projects.tasks import _sweep_from_summary
+
+    manifest = json.loads((tiny_indexed / "manifest.json").read_text())
+    project = Project.objects.create(name="tiny", owner=users["alice"], group=users["lab_a"],
+                                     data_root=str(tiny_data))
+    work = folders["work"] / str(project.pk)
+    project.work_dir = str(work)
+    project.save()
+
+    def moved(text: str) -> str:  # the session's paths → this test's copies
+        return text.replace(manifest["root"], str(work)).replace(manifest["dataset"], str(tiny_data))
+
+    for sub in ("001_import", "002_find_spots", "003_index"):
+        shutil.copytree(tiny_indexed / sub, work / sub)
+    for d, _, names in os.walk(work):
+        for n in names:
+            if n.endswith(".expt"):
+                path = os.path.join(d, n)
+                with open(path) as f:
+                    text = f.read()
+                with open(path, "w") as f:
+                    f.write(moved(text))
+    manifest = json.loads(moved(json.dumps(manifest)))
+    now = timezone.now()
+    Sweep.objects.bulk_create([_sweep_from_summary(project, s, True) for s in manifest["import"]["sweeps"]])
+    imp = StageRun.objects.create(project=project, stage="import", status="succeeded", progress=1.0,
+                                  output_dir=str(work / "001_import"), summary=manifest["import"],
+                                  parameters={"data_root": str(tiny_data)}, started=now, finished=now)
+    runs = {"project": project, "import": imp}
+    parent = imp
+    for stage, folder in (("find_spots", "002_find_spots"), ("index", "003_index")):
+        run = StageRun.objects.create(project=project, stage=stage, status="succeeded", progress=1.0,
+                                      output_dir=str(work / folder), parameters=manifest[f"{stage}_parameters"],
+                                      summary={"n_sweeps": 3, "n_succeeded": 3, "n_failed": 0},
+                                      started=now, finished=now)
+        run.parents.add(parent)
+        sweep_rows = {s.name: s for s in project.sweeps.all()}
+        for s in manifest["sweeps"]:
+            SweepRun.objects.create(run=run, index=s["index"], name=s["name"], sweep=sweep_rows[s["name"]],
+                                    unit=s["index"], status="succeeded", progress=1.0,
+                                    summary=s["stages"][stage]["summary"],
+                                    output_files=s["stages"][stage]["files"],
+                                    started=now, finished=now)
+        runs[stage] = run
+        parent = run
+    return runs

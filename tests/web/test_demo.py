@@ -1,5 +1,5 @@
 """``manage.py xtal_demo_project`` and the simulate task, through the real worker: the
-chain import → find_spots → index runs by itself, and running things twice changes nothing."""
+chain import → find_spots → index → refine → integrate runs by itself, and running things twice changes nothing."""
 
 from __future__ import annotations
 
@@ -43,18 +43,31 @@ def test_demo_project_is_processed_and_the_command_is_idempotent(folders, tiny_d
     imp = wait_for_stage(project, "import")
     fs = wait_for_stage(project, "find_spots")
     idx = wait_for_stage(project, "index")
-    assert [r.status for r in (imp, fs, idx)] == ["succeeded"] * 3, (imp.error, fs.error, idx.error)
-    assert list(fs.parents.all()) == [imp] and list(idx.parents.all()) == [fs]
-    assert [s.status for s in fs.sweep_runs.all()] == ["succeeded"] * 3
-    assert [s.status for s in idx.sweep_runs.all()] == ["succeeded"] * 3
+    ref = wait_for_stage(project, "refine")
+    integ = wait_for_stage(project, "integrate", timeout=300)
+    runs = (imp, fs, idx, ref, integ)
+    assert [r.status for r in runs] == ["succeeded"] * 5, [r.error for r in runs]
+    assert [list(r.parents.all()) for r in runs[1:]] == [[imp], [fs], [idx], [ref]]
+    for run in runs[1:]:
+        assert [s.status for s in run.sweep_runs.all()] == ["succeeded"] * 3, run.stage
     assert all(s.summary["percent_indexed"] > 90 for s in idx.sweep_runs.all())
-    assert sorted(os.listdir(project.work_dir)) == ["001_import", "002_find_spots", "003_index"]
-    assert (imp.follow_up, fs.follow_up, idx.follow_up) == (["find_spots", "index"], ["index"], [])
+    # the simulated crystals refine to RMSDs far under a pixel, and integrate almost fully
+    for s in ref.sweep_runs.all():
+        (r,) = s.summary["rmsds_by_experiment"]
+        assert r["rmsd_x_px"] < 0.1 and r["rmsd_y_px"] < 0.1 and r["rmsd_z_images"] < 0.5, r
+    for s in integ.sweep_runs.all():
+        assert s.summary["n_integrated_sum"] > 0.9 * s.summary["n_predicted"] > 1000, s.summary
+    assert integ.summary["n_reflections"] == sum(s.summary["n_reflections"] for s in integ.sweep_runs.all())
+    assert sorted(os.listdir(project.work_dir)) == ["001_import", "002_find_spots", "003_index", "004_refine",
+                                                    "005_integrate"]
+    assert [r.follow_up for r in runs] == [["find_spots", "index", "refine", "integrate"],
+                                           ["index", "refine", "integrate"], ["refine", "integrate"],
+                                           ["integrate"], []]
 
     call_command("xtal_demo_project", stdout=open(os.devnull, "w"))
     time.sleep(0.5)
     assert Project.objects.count() == 1
-    assert StageRun.objects.count() == 3
+    assert StageRun.objects.count() == 5
     assert {f: os.stat(demo / f).st_mtime_ns for f in os.listdir(demo)} == stamp
     assert sorted(os.listdir(folders["data"])) == ["demo-tiny"]  # no second simulation, no leftovers
 

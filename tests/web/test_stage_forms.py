@@ -99,13 +99,12 @@ def test_tutorial_second_pass_is_typeable_and_queued(client, users, project, dja
     with mock.patch.object(tasks, "dispatch_run") as dispatch, \
             django_capture_on_commit_callbacks(execute=True):
         response = post(client, p, "index", {"index-parent": fs.pk, "index-sweeps": ["0", "2"],
-                                             "index-unit_cell": "67,67,67,109,109,109",
-                                             "index-space_group": "I213"})
+                                             "index-unit_cell": "67,67,67,109,109,109"})
     assert response.status_code == 302, response.content.decode()[:3000]
     run = StageRun.objects.get(stage="index")
     dispatch.assert_called_once_with(run.pk)
     assert run.parameters["unit_cell"] == [67.0, 67.0, 67.0, 109.0, 109.0, 109.0]
-    assert run.parameters["space_group"] == "I213"
+    assert run.parameters["space_group"] is None  # as the tutorial types it: the cell alone
     assert run.parameters["joint"] is False and run.parameters["nproc"] == 1
     assert list(run.parents.all()) == [fs]
     assert [(s.index, s.name, s.unit, s.status) for s in run.sweep_runs.all()] == [

@@ -56,6 +56,23 @@ STAGE_DEFS: dict[str, StageDef] = {
                                "true indexes all selected sweeps together as one crystal (DIALS's default)"),
         },
     ),
+    "refine": StageDef(
+        name="refine",
+        title="refine",
+        params=("processing.refinement:RefineParams", "processing.refinement.refiner:RefineParams"),
+        previous="index",
+        per_sweep=True,
+        outputs=("refined.expt", "refined.refl"),
+    ),
+    "integrate": StageDef(
+        name="integrate",
+        title="integrate",
+        params=("processing.integration:IntegrateParams", "processing.integration.integrator:IntegrateParams"),
+        previous="refine",
+        per_sweep=True,
+        outputs=("integrated.expt", "integrated.refl"),
+        hidden=frozenset({"nproc"}),
+    ),
 }
 
 #: stages with a run form on the project page, in pipeline order
@@ -187,13 +204,17 @@ def params_json(params) -> dict:
 
 # --- summaries for the polled status endpoint ---------------------------------------
 
-_BULKY_SWEEP_KEYS = ("per_image", "histogram", "hot_pixels", "lattices", "time", "traceback")
+_BULKY_SWEEP_KEYS = ("per_image", "histogram", "hot_pixels", "lattices", "time", "traceback",
+                    "resolution_table", "macrocycles", "initial_rmsds_by_experiment")
 
 
 def compact_sweep_summary(summary):
     if not isinstance(summary, dict):
         return summary
-    return {k: v for k, v in summary.items() if k not in _BULKY_SWEEP_KEYS}
+    out = {k: v for k, v in summary.items() if k not in _BULKY_SWEEP_KEYS}
+    if isinstance(out.get("experiments"), list):  # integrate: one summary per experiment of the sweep
+        out["experiments"] = [compact_sweep_summary(e) for e in out["experiments"]]
+    return out
 
 
 def compact_summary(summary):

@@ -5,7 +5,7 @@ it builds the stage's parameter dataclass, calls the stage, writes the outputs i
 the StageRun's own new folder ``<work_dir>/<nnn>_<stage>/`` and stores the summary.
 
 Whole-project stages (simulate, import) are one task. Per-sweep stages (find_spots,
-index; see ``stages.py``) fan out: :func:`dispatch_run` sends a Celery *chord* whose
+index, refine, integrate; see ``stages.py``) fan out: :func:`dispatch_run` sends a Celery *chord* whose
 header is one :func:`run_sweep_unit` task per unit of work (a sweep; or, for
 ``index joint=true``, all selected sweeps together) and whose body is
 :func:`join_stage_run`. Each sweep has a :class:`SweepRun` row: the unit task that
@@ -16,9 +16,11 @@ overall progress is the mean of its rows, recomputed in one UPDATE. The first un
 task to start creates the run's folder under a row lock (``select_for_update``), so
 exactly one folder is made. Unit tasks never raise (a raising header task would
 cancel the chord body); the join merges the succeeded sweeps' files into the stage's
-DIALS-named outputs (``strong.refl``; ``indexed.expt`` + ``indexed.refl``),
+DIALS-named outputs (``strong.refl``; ``indexed.*``; ``refined.*``; ``integrated.*``),
 atomically, and marks the run succeeded — or failed, with the sweeps' one-line
-reasons, when every sweep failed. Tasks are idempotent under redelivery
+reasons, when every sweep failed. Refine and integrate work on each sweep alone: the
+sweep's own experiment(s) and reflections from the run they start from (index; refine),
+so one sweep's failure or bad fit never touches the others. Tasks are idempotent under redelivery
 (``task_acks_late``): a finished run or sweep is skipped; outputs are written under a
 temporary name and renamed.
 
@@ -679,6 +681,12 @@ def _imported_experiments(run: StageRun):
     if not os.path.isfile(path):
         raise StageInputError(f"The input {path} is gone (was the import's folder removed?)")
     experiments = read_experiments(path)
+    _check_image_paths(experiments)
+    return experiments
+
+
+def _check_image_paths(experiments) -> None:
+    """Raise :class:`DataPathError` if an image of ``experiments`` lies outside the data roots."""
     roots = data_roots()
     for e in experiments:
         src = e.imageset
@@ -686,7 +694,6 @@ def _imported_experiments(run: StageRun):
             real = os.path.realpath(p)
             if not any(is_inside(real, r) for r in roots):
                 raise DataPathError(f"{p} is outside the allowed data roots")
-    return experiments
 
 
 def _experiment_of(experiments, row: SweepRun):
@@ -798,7 +805,155 @@ def _index_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
                        summary=dict(r, unit=unit), tb=tb)
 
 
-UNIT_WORKERS = {"find_spots": _find_spots_unit, "index": _index_unit}
+def _imageset_key(experiment):
+    src = experiment.imageset
+    if src is None:
+        return None
+    return (src.template or "", tuple(getattr(src, "paths", None) or ()))
+
+
+def _sweep_models(run: StageRun, row: SweepRun, stage: str, merged: tuple[str, str]):
+    """The experiments and reflections of one sweep, as the ``stage`` run this run starts
+    from wrote them: the sweep's own files (``sweeps/<nnn>_<name>.expt/.refl``); from a
+    file shared by several sweeps (``index joint=true``), or the merged ``merged`` files
+    when the sweep's files are missing, only this sweep's experiments (its identifier, or
+    the same images) with their reflections, ids renumbered from 0."""
+    from processing.io.expt import read_experiments
+    from processing.io.refl import read_reflections
+    from processing.models import ExperimentList
+
+    src = ancestor(run, stage)
+    if src is None or not src.output_dir:
+        raise StageInputError(f"This run has no {stage} run among its inputs")
+    srow = src.sweep_runs.filter(index=row.index, status=StageRun.Status.SUCCEEDED).first()
+    if srow is None:
+        raise StageInputError(f"sweep {row.name} did not succeed in {stage} run #{src.pk}")
+    files = list(srow.output_files or [])
+    expt_path = next((f for f in files if f.endswith(".expt")), None)
+    refl_path = next((f for f in files if f.endswith(".refl")), None)
+    shared = src.sweep_runs.filter(unit=srow.unit).count() > 1
+    if not (expt_path and refl_path and os.path.isfile(expt_path) and os.path.isfile(refl_path)):
+        expt_path, refl_path = (os.path.join(src.output_dir, n) for n in merged)
+        shared = True
+    for path in (expt_path, refl_path):
+        if not os.path.isfile(path):
+            raise StageInputError(f"The input {path} is gone (was the {stage} run's folder removed?)")
+    experiments = read_experiments(expt_path)
+    table = read_reflections(refl_path)
+    if shared:
+        imported = _experiment_of(_imported_experiments(run), row)
+        key = _imageset_key(imported)
+        keep = [e for e in experiments
+                if e.identifier == imported.identifier or (key is not None and _imageset_key(e) == key)]
+        if not keep:
+            raise StageInputError(f"sweep {row.name}: {os.path.basename(expt_path)} of {stage} run #{src.pk} "
+                                  "holds no experiment of it")
+        table = table.select_on_experiment_identifiers([e.identifier for e in keep])
+        old_id = {v: k for k, v in table.experiment_identifiers.items()}
+        keep.sort(key=lambda e: old_id.get(e.identifier, 1 << 30))
+        table.reset_ids()
+        experiments = ExperimentList()
+        experiments.extend(keep)
+    _check_image_paths(experiments)
+    return experiments, table
+
+
+_SWEEP_PREFIX = re.compile(r"^sweep \d+(?: \([^)]*\))?: ")
+_NONE_REFINED = re.compile(r"^no sweep could be refined: ")
+
+
+def _sweep_message(message: str) -> str:
+    """The science's message about the one sweep of a unit, without "sweep 0 (name): "
+    (the science numbers the sweeps of its own input; the page names the sweep)."""
+    text = _NONE_REFINED.sub("", " ".join(str(message).split()))
+    return _SWEEP_PREFIX.sub("", text) or text
+
+
+def _science(stage: str, function: str):
+    from .stages import params_class
+
+    return getattr(importlib.import_module(params_class(stage).__module__), function)
+
+
+def _refine_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
+    """Refine each sweep on its own: its experiment(s) and indexed reflections."""
+    from processing.errors import XtalError
+    from processing.io.expt import write_experiments
+    from processing.io.refl import write_reflections
+
+    run_refine = _science("refine", "run_refine")
+    params = _params_of(run)
+    for row in rows:
+        try:
+            experiments, table = _sweep_models(run, row, "index", ("indexed.expt", "indexed.refl"))
+            ctx.info("Refining sweep %s (experiment %d): %d experiment(s), %d reflections", row.name, row.index,
+                     len(experiments), len(table))
+            out_expts, out_refl, summary = run_refine(experiments, table, params, progress=ctx.progress_for([row]))
+            summary = {k: v for k, v in summary.items() if k != "parameters"}
+            summary["identifiers"] = [e.identifier for e in out_expts]
+            if not summary.get("rmsds_by_experiment"):
+                failed = "; ".join(_sweep_message(f.get("message", "")) for f in summary.get("failed") or [])
+                ctx.finish(row, StageRun.Status.FAILED, error=failed or "not refined", summary=summary)
+                continue
+            stem = _sweep_path(run, row, "")
+            write_experiments(stem + ".expt", out_expts)
+            write_reflections(stem + ".refl", out_refl)
+            for r in summary["rmsds_by_experiment"]:
+                ctx.info("Sweep %s: %d reflections, RMSD X %.5g px, Y %.5g px, Z %.5g images", row.name, r["nref"],
+                         r["rmsd_x_px"], r["rmsd_y_px"], r["rmsd_z_images"])
+            for f in summary.get("failed") or []:
+                ctx.info("Sweep %s: %s", row.name, f.get("message"))
+            ctx.finish(row, StageRun.Status.SUCCEEDED, summary=summary, files=[stem + ".expt", stem + ".refl"])
+        except (XtalError, StageInputError, DataPathError) as exc:
+            ctx.finish(row, StageRun.Status.FAILED, error=_sweep_message(str(exc)))
+        except Exception as exc:
+            ctx.finish(row, StageRun.Status.FAILED,
+                       error=f"Internal error ({type(exc).__name__}: {exc}); the traceback is in the log",
+                       tb=traceback.format_exc())
+
+
+def _integrate_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
+    """Integrate each sweep on its own: its refined experiment(s) and reflections."""
+    from processing.errors import XtalError
+    from processing.io.expt import write_experiments
+    from processing.io.refl import write_reflections
+
+    run_integrate = _science("integrate", "run_integrate")
+    params = _params_of(run)
+    for row in rows:
+        try:
+            experiments, table = _sweep_models(run, row, "refine", ("refined.expt", "refined.refl"))
+            ctx.info("Integrating sweep %s (experiment %d): %d experiment(s)", row.name, row.index, len(experiments))
+            out_expts, out_refl, summary = run_integrate(experiments, table, params,
+                                                         progress=ctx.progress_for([row]))
+            per_expt = []
+            for s in summary.get("sweeps") or []:
+                s = dict(s)
+                s.pop("name", None)  # "sweep 0 (…)": the science's own numbering
+                per_expt.append(s)
+            sweep_summary = {k: v for k, v in summary.items() if k != "sweeps"}
+            sweep_summary["identifiers"] = [e.identifier for e in out_expts]
+            sweep_summary["experiments"] = per_expt
+            sweep_summary["n_reflections"] = int(len(out_refl))
+            stem = _sweep_path(run, row, "")
+            write_experiments(stem + ".expt", out_expts)
+            write_reflections(stem + ".refl", out_refl)
+            for s in per_expt:
+                pm = s.get("profile_model") or {}
+                ctx.info("Sweep %s: sigma_b %.4f°, sigma_m %.4f°; %d predicted, integrated sum %d, prf %d",
+                         row.name, pm.get("sigma_b", float("nan")), pm.get("sigma_m", float("nan")),
+                         s.get("n_predicted", 0), s.get("n_integrated_sum", 0), s.get("n_integrated_prf", 0))
+            ctx.finish(row, StageRun.Status.SUCCEEDED, summary=sweep_summary, files=[stem + ".expt", stem + ".refl"])
+        except (XtalError, StageInputError, DataPathError) as exc:
+            ctx.finish(row, StageRun.Status.FAILED, error=_sweep_message(str(exc)))
+        except Exception as exc:
+            ctx.finish(row, StageRun.Status.FAILED,
+                       error=f"Internal error ({type(exc).__name__}: {exc}); the traceback is in the log",
+                       tb=traceback.format_exc())
+
+
+UNIT_WORKERS = {"find_spots": _find_spots_unit, "index": _index_unit, "refine": _refine_unit,
+                "integrate": _integrate_unit}
 
 
 @shared_task(name="xtalweb.projects.tasks.run_sweep_unit")
@@ -872,8 +1027,9 @@ def _merge_find_spots(run: StageRun, rows: list[SweepRun], ctx) -> dict:
             "n_images": int(sum(int(r.summary.get("n_images", 0)) for r in rows))}
 
 
-def _merge_index(run: StageRun, rows: list[SweepRun], ctx) -> dict:
-    """indexed.expt + indexed.refl from the units' files, ids renumbered in order."""
+def _merge_units(run: StageRun, rows: list[SweepRun], ctx, names: tuple[str, str]):
+    """``names`` (e.g. indexed.expt + indexed.refl) from the units' files, ids renumbered
+    in order; each written atomically. Returns (experiments, table)."""
     from processing.io.expt import read_experiments, write_experiments
     from processing.io.refl import read_reflections, write_reflections
     from processing.models import ExperimentList
@@ -902,15 +1058,54 @@ def _merge_index(run: StageRun, rows: list[SweepRun], ctx) -> dict:
         ordered = ExperimentList()
         ordered.extend(by_ident[ident[i]] for i in range(len(expts)))
         expts = ordered
-    write_experiments(os.path.join(run.output_dir, "indexed.expt"), expts)
-    write_reflections(os.path.join(run.output_dir, "indexed.refl"), table)
-    ctx.info("Wrote indexed.expt (%d experiment(s)) and indexed.refl (%d reflections)", len(expts), len(table))
+    write_experiments(os.path.join(run.output_dir, names[0]), expts)
+    write_reflections(os.path.join(run.output_dir, names[1]), table)
+    ctx.info("Wrote %s (%d experiment(s)) and %s (%d reflections)", names[0], len(expts), names[1], len(table))
+    return expts, table
+
+
+def _experiment_ids(expts, rows: list[SweepRun]) -> list[dict]:
+    """Each merged experiment: its id in the merged files, identifier and sweep."""
+    sweep_of = {}
+    for row in rows:
+        for ident in (row.summary or {}).get("identifiers") or []:
+            sweep_of.setdefault(ident, row)
+    out = []
+    for k, e in enumerate(expts):
+        row = sweep_of.get(e.identifier)
+        out.append({"id": k, "identifier": e.identifier, "sweep": row.index if row else None,
+                    "name": row.name if row else ""})
+    return out
+
+
+def _merge_index(run: StageRun, rows: list[SweepRun], ctx) -> dict:
+    """indexed.expt + indexed.refl from the units' files, ids renumbered in order."""
+    expts, table = _merge_units(run, rows, ctx, ("indexed.expt", "indexed.refl"))
     return {"n_experiments": len(expts), "n_reflections": int(len(table)),
             "n_spots": int(sum(int(r.summary.get("n_spots", 0)) for r in rows)),
             "n_indexed": int(sum(int(r.summary.get("n_indexed", 0)) for r in rows))}
 
 
-MERGERS = {"find_spots": _merge_find_spots, "index": _merge_index}
+def _merge_refine(run: StageRun, rows: list[SweepRun], ctx) -> dict:
+    """refined.expt + refined.refl; ``experiments`` maps the merged ids to the sweeps
+    (the "Exp id" of the RMSD table)."""
+    expts, table = _merge_units(run, rows, ctx, ("refined.expt", "refined.refl"))
+    return {"n_experiments": len(expts), "n_reflections": int(len(table)),
+            "n_used_in_refinement": int(sum(int(r.summary.get("n_used_in_refinement", 0)) for r in rows)),
+            "experiments": _experiment_ids(expts, rows)}
+
+
+def _merge_integrate(run: StageRun, rows: list[SweepRun], ctx) -> dict:
+    """integrated.expt + integrated.refl."""
+    expts, table = _merge_units(run, rows, ctx, ("integrated.expt", "integrated.refl"))
+    total = lambda key: int(sum(int(r.summary.get(key, 0)) for r in rows))  # noqa: E731
+    return {"n_experiments": len(expts), "n_reflections": int(len(table)), "n_predicted": total("n_predicted"),
+            "n_integrated_sum": total("n_integrated_sum"), "n_integrated_prf": total("n_integrated_prf"),
+            "experiments": _experiment_ids(expts, rows)}
+
+
+MERGERS = {"find_spots": _merge_find_spots, "index": _merge_index, "refine": _merge_refine,
+           "integrate": _merge_integrate}
 
 
 @shared_task(name="xtalweb.projects.tasks.join_stage_run")

@@ -2,8 +2,8 @@
 
 Simulates the ``tiny`` preset (3 crystals × 10 images) into ``<first DATA_ROOT>/demo-tiny/``
 once, creates the project "Demo: tiny (3 crystals)" owned by ``demo`` (group
-``demo-lab``) and queues import → find_spots → index (each queued when the one
-before it has succeeded). Idempotent: a second call changes nothing.
+``demo-lab``) and queues import → find_spots → index → refine → integrate (each
+queued when the one before it has succeeded). Idempotent: a second call changes nothing.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class Command(BaseCommand):
             os.makedirs(project.work_dir, exist_ok=True)
             project.save(update_fields=["work_dir"])
             run = tasks.create_run(project, StageRun.Stage.IMPORT, parameters={"data_root": target},
-                                   follow_up=["find_spots", "index"])
+                                   follow_up=["find_spots", "index", "refine", "integrate"])
             run_id = run.pk
             transaction.on_commit(lambda: tasks.dispatch_run(run_id))
         self.stdout.write(self.style.SUCCESS(
-            f"Created the demo project #{project.pk} ({DEMO_NAME}); queued import → find_spots → index"))
+            f"Created the demo project #{project.pk} ({DEMO_NAME}); queued import → find_spots → index → refine → integrate"))
