@@ -64,6 +64,8 @@ class IntegrateParams:
     block_memory_mb: float = param(256.0, "memory for the shoeboxes of one block of images (MB)")
     tuning_constant: float = param(1.345, "Huber tuning constant of the robust background")
     min_background_pixels: int = param(10, "fewest background pixels for a background estimate")
+    valid_foreground_threshold: float = param(
+        0.75, "profile.valid_foreground_threshold: fewest valid foreground pixels (fraction) for profile fitting")
 
     def __post_init__(self):
         if self.d_min is not None and not self.d_min > 0:
@@ -74,6 +76,8 @@ class IntegrateParams:
             raise ValueError(f"background_algorithm must be one of {', '.join(BACKGROUND_ALGORITHMS)}")
         if not self.n_sigma > 0:
             raise ValueError("n_sigma must be positive")
+        if not 0.0 <= self.valid_foreground_threshold <= 1.0:
+            raise ValueError("valid_foreground_threshold must be between 0 and 1")
         if self.grid_size < 1:
             raise ValueError("grid_size must be at least 1")
         for name in ("sigma_b", "sigma_m"):
@@ -93,8 +97,8 @@ S_SUM_OK, S_PRF_OK, S_OVERLOAD, S_FG_BAD, S_BG_FAIL, S_PRF_FAIL, S_CENTROID, S_L
 
 @njit(cache=True)
 def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta, phi, centre,
-                      origin, fast, slow, px, py, phi0, dphi, f0, delta_b, delta_m,
-                      bg_alg, bg_c, bg_min_pixels, profiles, prof_ok, region, do_fit, learn, acc, acc_count,
+                      origin, fast, slow, px, py, phi0, dphi, f0, delta_b, delta_m, n_sigma,
+                      bg_alg, bg_c, bg_min_pixels, valid_fg_threshold, profiles, prof_ok, region, do_fit, learn, acc, acc_count,
                       nsub, G, R, w, res, ires):  # pragma: no cover (numba)
     """Background, summation, centroid and profile learning/fitting of shoeboxes ``rows``.
 
@@ -127,7 +131,8 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
     pn = np.zeros(maxp, dtype=np.int64)
     parea = np.zeros(maxp)
     fw = np.zeros((maxz, G))
-    flen = np.zeros(maxz)
+    fr = np.zeros((maxz, G))
+    sig3 = 1.0 / n_sigma
     inv_db = 1.0 / delta_b
     inv_dm = 1.0 / delta_m
     default = np.zeros(3)
@@ -154,6 +159,7 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
         nbg = 0
         nfg = 0
         nvalid = 0
+        nfg_all = 0
         sumfg = 0.0
         for k in range(nz):
             for j in range(ny):
@@ -163,6 +169,8 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
                     if not (m & POOL_OWNED):
                         continue
                     isfg = fg2d[j * nx + i]
+                    if isfg:
+                        nfg_all += 1
                     if m & POOL_VALID:
                         nvalid += 1
                         v = pool[base + i]
@@ -237,14 +245,19 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
             status |= S_CENTROID
         want_learn = learn[r] and (status & S_SUM_OK) != 0
         reg = region[r]
-        want_fit = do_fit and prof_ok[reg]
+        # as DIALS: no profile fitting when too much of the foreground is masked
+        # (a spot on a module gap would be extrapolated from its edge)
+        fg_ok = nfg >= valid_fg_threshold * nfg_all
+        want_fit = do_fit and prof_ok[reg] and fg_ok
+        if do_fit and prof_ok[reg] and not fg_ok:
+            status |= S_PRF_FAIL
         if not (want_learn or want_fit):
             ires[r, I_STATUS] = status
             continue
         for k in range(nz):
             pa = phi0 + (z0 + k - f0) * dphi
             pb = pa + dphi
-            flen[k] = frame_cells(zeta[r] * (pa - phi[r]), zeta[r] * (pb - phi[r]), inv_dm, G, R, w, fw[k])
+            frame_cells(zeta[r] * (pa - phi[r]), zeta[r] * (pb - phi[r]), inv_dm, sig3, G, R, w, fw[k], fr[k])
         for j in range(ny):
             for i in range(nx):
                 q = j * nx + i
@@ -277,7 +290,6 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
             nfit = 0
             cellw = 1.0 / (w * w)
             for k in range(nz):
-                zf = flen[k] / w
                 for j in range(ny):
                     base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
                     for i in range(nx):
@@ -292,10 +304,10 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
                             c = pcell[q, s]
                             acc2 = 0.0
                             for k3 in range(G):
-                                if fw[k, k3] > 0.0:
-                                    acc2 += fw[k, k3] * profiles[reg, k3, c]
+                                if fr[k, k3] > 0.0:
+                                    acc2 += fr[k, k3] * profiles[reg, k3, c]
                             p += pfrac[q, s] * acc2
-                        p *= parea[q] * cellw * zf
+                        p *= parea[q] * cellw
                         dval[nfit] = pool[base + i]
                         pval[nfit] = p
                         nfit += 1
@@ -550,8 +562,9 @@ def _reference_job(plan: SweepPlan, params: IntegrateParams):
             process_shoeboxes(sel, pool, pool_mask, off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
                               o, f, s, px, py, math.radians(scan.oscillation[0]),
                               math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
-                              model.delta_m, BACKGROUND_ALGORITHMS[params.background_algorithm],
-                              params.tuning_constant, params.min_background_pixels, dummy, prof_ok,
+                              model.delta_m, model.n_sigma, BACKGROUND_ALGORITHMS[params.background_algorithm],
+                              params.tuning_constant, params.min_background_pixels,
+                              params.valid_foreground_threshold, dummy, prof_ok,
                               region, False, learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
         refs.sum = acc.reshape(n_regions, G, G, G)
         refs.count = acc_count
@@ -593,9 +606,9 @@ def _integrate_job(plan: SweepPlan, rows: np.ndarray, bbox: np.ndarray, model: P
         o, f, s, px, py = _panel_geometry(p)
         process_shoeboxes(sel, pool, pool_mask, off, bb, bb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
                           o, f, s, px, py, math.radians(scan.oscillation[0]), math.radians(scan.oscillation[1]),
-                          scan.array_range[0], model.delta_b, model.delta_m,
+                          scan.array_range[0], model.delta_b, model.delta_m, model.n_sigma,
                           BACKGROUND_ALGORITHMS[params.background_algorithm], params.tuning_constant,
-                          params.min_background_pixels, prof, prof_ok, region, do_fit, learn, acc, acc_count,
+                          params.min_background_pixels, params.valid_foreground_threshold, prof, prof_ok, region, do_fit, learn, acc, acc_count,
                           5, G, grid.R, grid.w, res, ires)
     return rows, res, ires
 

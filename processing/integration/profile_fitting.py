@@ -8,9 +8,12 @@ fraction of a reflection's intensity in each cell (sum 1).
 Pixels map to the grid through their corners: a pixel is a small quadrilateral in
 (c1, c2), sampled by ``nsub × nsub`` points (bilinear between the corners) to get the
 fraction of its area in each cell; a frame is an interval of c3 = ζ(φ − φ_c),
-overlapped exactly with the cells. Learning spreads a voxel's background-subtracted
-counts over the cells it covers; fitting integrates the (piecewise-constant) profile
-density over each voxel to get its expected fraction ``p_i``, then finds the
+overlapped with the cells — within a frame the counts are distributed over c3 by the
+Gaussian rocking curve of the profile model (σ_m), as DIALS's MapFrames does, so a
+spot recorded on one wide image still teaches a peaked e3 profile and a spot split
+between two images is fitted with the right split. Learning spreads a voxel's
+background-subtracted counts over the cells it covers; fitting integrates the profile
+over each voxel to get its expected fraction ``p_i``, then finds the
 intensity by iteratively reweighted least squares of ``c_i = B + I p_i`` with
 variances ``v_i = B + |I| p_i`` (as DIALS's ProfileFitter), which makes I the full
 reflection's intensity even when part of the shoebox is missing (detector gaps,
@@ -84,23 +87,42 @@ def pixel_cells(cc1, cc2, j, i, nxc, inv_db, nsub, G, R, w, cells, frac):  # pra
 
 
 @njit(cache=True)
-def frame_cells(c3a, c3b, inv_dm, G, R, w, out):  # pragma: no cover (numba)
-    """Fraction of the frame's c3 interval in each of the G cells (into ``out``);
-    returns the interval's length in normalised units."""
+def _gauss_mass(a, b, s):  # pragma: no cover (numba)
+    """Mass of N(0, s²) in [a, b] (times 2)."""
+    k = 1.0 / (math.sqrt(2.0) * s)
+    return math.erf(b * k) - math.erf(a * k)
+
+
+@njit(cache=True)
+def frame_cells(c3a, c3b, inv_dm, sig, G, R, w, fwd, rev):  # pragma: no cover (numba)
+    """How one frame and the G grid cells along e3 share a Gaussian rocking curve.
+
+    The frame covers c3 ∈ [c3a, c3b] (unnormalised); ``sig`` is the rocking curve's
+    σ in normalised units (1/n_σ). As DIALS's MapFramesForward/Reverse, the counts
+    within an interval are distributed by the Gaussian, not uniformly:
+    ``fwd[k3]`` = fraction of the frame's counts that fall in cell k3 (learning),
+    ``rev[k3]`` = fraction of cell k3's counts recorded on this frame (fitting).
+    Returns the Gaussian mass of the frame (0 if it sees none of the curve).
+    """
     lo = min(c3a, c3b) * inv_dm
     hi = max(c3a, c3b) * inv_dm
-    length = hi - lo
-    for k in range(G):
-        out[k] = 0.0
-    if length <= 0.0:
-        return 0.0
+    mf = _gauss_mass(lo, hi, sig)
     for k in range(G):
         a = -R + k * w
         b = a + w
-        ov = min(hi, b) - max(lo, a)
-        if ov > 0.0:
-            out[k] = ov / length
-    return length
+        fwd[k] = 0.0
+        rev[k] = 0.0
+        aa = max(lo, a)
+        bb = min(hi, b)
+        if bb <= aa:
+            continue
+        mo = _gauss_mass(aa, bb, sig)
+        if mf > 0.0:
+            fwd[k] = mo / mf
+        mc = _gauss_mass(a, b, sig)
+        if mc > 0.0:
+            rev[k] = mo / mc
+    return mf
 
 
 @njit(cache=True)
