@@ -30,7 +30,7 @@ from ..params import param
 from ..reflections import Flags, ReflectionTable
 from .assign import assign_indices
 from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group
-from .candidates import candidate_lattices, evaluate, rank
+from .candidates import candidate_lattices, evaluate, expand_to_superlattice, rank
 from .fft1d import fft1d_basis_vectors
 from .fft3d import fft3d_basis_vectors
 from .known_cell import TargetSymmetry, real_space_grid_search, validate_cell, _sorted_if_needed
@@ -162,6 +162,16 @@ def _search(spots: _Spots, sel: np.ndarray, params: IndexParams, target: TargetS
                 cands.append(c)
         if cands:
             best = rank(cands)[0]
+            # misindexing check: many spots on a half/third-integer coset -> the cell m× larger
+            for _ in range(2):
+                R_big = expand_to_superlattice(best.R, rlp[use], params.hkl_tolerance)
+                if R_big is None or (accept is not None and not accept(R_big)):
+                    break
+                c = evaluate(R_big, rlp[use], ent[use], iset[use], params.hkl_tolerance,
+                             min_cell_volume=params.min_cell_volume, check_primitive=False)
+                if c is None or c.n_indexed < 1.1 * best.n_indexed:
+                    break
+                best = c
             return best.R, dm
     if last_error is not None and not found:
         raise last_error

@@ -217,3 +217,70 @@ def test_tiny_simulation_indexes_every_sweep():
         assert np.allclose(e_out.crystal.unit_cell, c_true.cell, rtol=0.005, atol=0.05)
     for row in summary["sweeps"]:
         assert row["percent_indexed"] > 90
+
+
+# --------------------------------------------------------------------------- sublattice (half cell)
+def _half_cell_case(n_images=20, d_min=3.0, keep_odd=0.6, seed=5):
+    """A small insulin sweep whose h-odd reflections (cubic setting) are depleted, and
+    the real-space superlattice (a/2, (b+c)/2, (b-c)/2: half the primitive volume) that
+    indexes only the h-even ones — the wrong cell sweep 19 of insulin-24 used to get."""
+    U = axis_angle_matrix([0.3, 0.5, 0.8], 1.1)
+    A = U @ b_matrix(INSULIN)
+    e = eiger_experiment(n_images=n_images)
+    xyz, hkl = spots_of(e, A, "I 21 3", d_min=d_min)
+    odd = hkl[:, 0] % 2 == 1
+    keep = ~odd | (np.random.default_rng(seed).random(len(odd)) < keep_odd)
+    a, b, c = np.linalg.inv(A)
+    R_half = np.array([a / 2, (b + c) / 2, (b - c) / 2])
+    return e, A, xyz[keep], R_half
+
+
+def test_half_cell_candidate_is_dominated():
+    """Regression (insulin-24 sweep 19): DIALS's weighted score alone prefers a cell of
+    half the volume that indexes > 50 % of the spots; the true cell must win."""
+    from processing.indexing.candidates import evaluate, rank
+    from processing.indexing.indexer import _Spots
+    e, A, xyz, R_half = _half_cell_case()
+    spots = _Spots([e], [{"xyzobs.px.value": xyz, "xyzobs.px.variance": np.tile([0.09, 0.09, 0.02], (len(xyz), 1))}])
+    args = (spots.rlp, spots.entering, spots.imageset)
+    fake = evaluate(R_half, *args)
+    true = evaluate(I_TO_P @ np.linalg.inv(A), *args)
+    assert 0.6 < fake.fraction_indexed < 0.74 and true.fraction_indexed > 0.99
+    # the old ranking (score only) picked the half cell: log2 1/0.71 < 1 bit of volume
+    f, v = np.log2([fake.fraction_indexed, true.fraction_indexed]), np.log2([fake.volume, true.volume])
+    assert (f.max() - f[0]) + (v[0] - v.min()) < (f.max() - f[1]) + (v[1] - v.min())
+    best = rank([fake, true])[0]
+    assert abs(best.volume - true.volume) / true.volume < 0.01
+
+
+def test_half_cell_expanded_to_true_cell():
+    """The misindexing check finds the unindexed spots on the half-integer coset and
+    doubles the cell; a right cell is left alone."""
+    from processing.indexing.candidates import expand_to_superlattice
+    from processing.indexing.indexer import _Spots
+    from processing.indexing.lattice import same_lattice
+    e, A, xyz, R_half = _half_cell_case(keep_odd=0.25)
+    spots = _Spots([e], [{"xyzobs.px.value": xyz, "xyzobs.px.variance": np.tile([0.09, 0.09, 0.02], (len(xyz), 1))}])
+    R_true = I_TO_P @ np.linalg.inv(A)
+    R_big = expand_to_superlattice(R_half, spots.rlp)
+    assert R_big is not None and same_lattice(R_big, R_true, tol=0.02)
+    assert expand_to_superlattice(R_true, spots.rlp) is None
+
+
+def test_half_cell_from_fft_indexes_true_cell(monkeypatch):
+    """End to end: the basis-vector search offers the half-cell vectors first (as the
+    FFT did for sweep 19); run_index still returns the true cell, 100 % indexed."""
+    from processing.indexing import indexer
+    e, A, xyz, R_half = _half_cell_case()
+    real = indexer.fft3d_basis_vectors
+
+    def biased(rlp, *a, **k):
+        vectors, d_min = real(rlp, *a, **k)
+        return [*R_half, *vectors], d_min
+
+    monkeypatch.setattr(indexer, "fft3d_basis_vectors", biased)
+    out, refl, summary = run_index(ExperimentList([e]), table_for([xyz], [e]), IndexParams())
+    row = summary["sweeps"][0]
+    assert row["percent_indexed"] > 97
+    assert np.allclose(out[0].crystal.unit_cell[:3], INSULIN_P[:3], rtol=0.005)
+    assert misorientation_deg(out[0].crystal.A, A, I_TO_P) < 0.05
