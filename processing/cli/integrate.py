@@ -13,7 +13,8 @@ from .main import print_help, split_args
 RULE = "-" * 80
 ALIASES = {"profile.fitting": "profile_fitting", "integration.profile.fitting": "profile_fitting",
            "background.algorithm": "background_algorithm", "prediction.d_min": "d_min",
-           "mp.nproc": "nproc", "sigma_b": "sigma_b", "sigma_m": "sigma_m"}
+           "mp.nproc": "nproc",
+           "profile.valid_foreground_threshold": "valid_foreground_threshold", "sigma_b": "sigma_b", "sigma_m": "sigma_m"}
 
 
 def format_summary(summary: dict) -> str:
