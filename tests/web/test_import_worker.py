@@ -146,3 +146,32 @@ def test_data_folder_removed_from_roots_fails_clearly(client, users, folders, se
     assert run.status == "failed"
     assert "is outside the allowed data roots" in run.error
     assert not os.path.exists(project.work_dir) or files_under(project.work_dir) == []
+
+
+@pytest.mark.parametrize("bad", ["missing-data-file", "no-nxmx-entry"])
+def test_bad_nexus_fails_with_one_clear_message(client, users, folders, bad):
+    import h5py
+    import numpy as np
+
+    from processing.io.nxmx import write_nxmx
+    from tests.processing.test_io_nxmx import synthetic_images, sweep_models
+
+    data = folders["data"] / "bad_nexus"
+    data.mkdir()
+    if bad == "missing-data-file":
+        paths = write_nxmx(str(data / "sweep_master.h5"), *sweep_models(), iter(synthetic_images()),
+                           images_per_file=2)
+        os.remove(paths[2])
+        expected = "sweep_data_000002.h5 (external link from"
+    else:
+        with h5py.File(data / "plain_master.h5", "w") as h:
+            h["entry/data"] = np.zeros((2, 3))
+        expected = "has no NXmx entry"
+
+    project, run = create_project(client, users["alice"], data)
+    run = wait_for_run(run.pk)
+    assert run.status == "failed"
+    assert expected in run.error and "\n" not in run.error and "Traceback" not in run.error
+    assert files_under(project.work_dir) == [] and project.sweeps.count() == 0
+    page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
+    assert html.escape(run.error) in page
