@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 
 import gemmi
+from typing import NamedTuple
+
 import numpy as np
 
 from ..models import Beam, Detector, Goniometer, Scan
 from ..models.crystal import b_matrix
 
-__all__ = ["generate_indices", "predict_rotation", "rotate_about_axis"]
+__all__ = ["ewald_crossings", "generate_indices", "predict_rotation"]
 
 
 def _group_ops(space_group) -> gemmi.GroupOps | None:
@@ -69,14 +71,44 @@ def generate_indices(cell, d_min: float, space_group=None, d_max: float | None =
     return h.astype(np.int32)
 
 
-def rotate_about_axis(v: np.ndarray, axis: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Rotate vectors v (N×3) right-handedly about the unit ``axis`` by angles φ (N, rad)."""
-    e = np.asarray(axis, dtype=float)
-    e = e / np.linalg.norm(e)
-    c = np.cos(phi)[:, None]
-    s = np.sin(phi)[:, None]
-    par = (v @ e)[:, None] * e
-    return par + c * (v - par) + s * np.cross(e, v)
+class EwaldCrossings(NamedTuple):
+    """Where reciprocal-lattice points A·h meet the Ewald sphere under rotation.
+
+    φ = base ± delta (rad) are the two crossing angles of each point (``valid`` where
+    it crosses at all); r(φ) = r_par + cos φ · r_perp + sin φ · e_x_r is the point at
+    φ in the frame of the setting rotation S, and s1 = S · (s0p + r(φ)).
+    """
+
+    base: np.ndarray
+    delta: np.ndarray
+    valid: np.ndarray
+    r_par: np.ndarray
+    r_perp: np.ndarray
+    e_x_r: np.ndarray
+    s0p: np.ndarray
+    S: np.ndarray
+    e: np.ndarray
+
+
+def ewald_crossings(A, h, s0, goniometer) -> EwaldCrossings:
+    """Closed-form rotation angles at which A·h (N×3 indices) is in diffraction."""
+    S = goniometer.setting_rotation
+    F = goniometer.fixed_rotation
+    e = goniometer.rotation_axis / np.linalg.norm(goniometer.rotation_axis)
+    s0p = S.T @ np.asarray(s0, dtype=float)
+    r0 = np.asarray(h, dtype=float) @ (F @ np.asarray(A, dtype=float)).T
+    r_par = (r0 @ e)[:, None] * e
+    r_perp = r0 - r_par
+    e_x_r = np.cross(e, r0)
+    a = r_perp @ s0p
+    b = e_x_r @ s0p
+    c = -(0.5 * np.einsum("ij,ij->i", r0, r0) + r_par @ s0p)
+    rho = np.hypot(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c / rho
+    valid = (rho > 0) & (np.abs(ratio) <= 1.0)
+    delta = np.arccos(np.clip(np.nan_to_num(ratio), -1.0, 1.0))
+    return EwaldCrossings(np.arctan2(b, a), delta, valid, r_par, r_perp, e_x_r, s0p, S, e)
 
 
 def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, scan: Scan, *,
@@ -109,25 +141,11 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
         rr = h @ A.T
         h = h[np.einsum("ij,ij->i", rr, rr) <= 1.0 / d_min**2 * (1 + 1e-12)]
 
-    S = goniometer.setting_rotation
-    F = goniometer.fixed_rotation
-    e = goniometer.rotation_axis / np.linalg.norm(goniometer.rotation_axis)
-    s0p = S.T @ s0
-    r0 = h @ (F @ A).T
-    r_par_len = r0 @ e
-    r_par = r_par_len[:, None] * e
-    r_perp = r0 - r_par
-    e_x_r = np.cross(e, r0)
-    a = r_perp @ s0p
-    b = e_x_r @ s0p
-    c = -(0.5 * np.einsum("ij,ij->i", r0, r0) + r_par @ s0p)
-    rho = np.hypot(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = c / rho
-    ok = (rho > 0) & (np.abs(ratio) <= 1.0)
-    idx = np.nonzero(ok)[0]
-    base = np.arctan2(b[idx], a[idx])
-    delta = np.arccos(ratio[idx])
+    x = ewald_crossings(A, h, s0, goniometer)
+    S, e, s0p = x.S, x.e, x.s0p
+    r_par, r_perp, e_x_r = x.r_par, x.r_perp, x.e_x_r
+    idx = np.nonzero(x.valid)[0]
+    base, delta = x.base[idx], x.delta[idx]
     phi_all = np.concatenate([base + delta, base - delta])
     which = np.concatenate([idx, idx])
 
@@ -149,7 +167,8 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     order = np.lexsort((phi, rows))
     phi, rows = phi[order], rows[order]
 
-    r_phi = rotate_about_axis(r0[rows], e, phi)
+    r_phi = (r_par[rows] + np.cos(phi)[:, None] * r_perp[rows]
+             + np.sin(phi)[:, None] * e_x_r[rows])  # r0 rotated by φ about e
     s1 = (s0p + r_phi) @ S.T
     m2 = S @ e
     entering = s1 @ np.cross(s0, m2) < 0.0

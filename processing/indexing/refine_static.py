@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.prediction import ewald_crossings
 from ..models import Experiment
 from ..models.crystal import b_matrix, cell_from_real_space
 from ..models.goniometer import axis_angle_matrix
@@ -59,22 +60,9 @@ def predict(A: np.ndarray, experiment: Experiment, h: np.ndarray, phi_obs: np.nd
     angle nearest the observed φ and the intersection with each reflection's panel."""
     g, beam, det = experiment.goniometer, experiment.beam, experiment.detector
     s0 = beam.s0
-    S, F = g.setting_rotation, g.fixed_rotation
-    e = g.rotation_axis / np.linalg.norm(g.rotation_axis)
-    s0p = S.T @ s0
-    r0 = h @ (F @ A).T
-    rpar = (r0 @ e)[:, None] * e
-    rperp = r0 - rpar
-    exr = np.cross(e, r0)
-    a = rperp @ s0p
-    b = exr @ s0p
-    c = -(0.5 * np.einsum("ij,ij->i", r0, r0) + rpar @ s0p)
-    rho = np.hypot(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = c / rho
-    valid = (rho > 0) & (np.abs(ratio) <= 1.0)
-    base = np.arctan2(b, a)
-    delta = np.arccos(np.clip(ratio, -1.0, 1.0))
+    x = ewald_crossings(A, h, s0, g)
+    S, e, s0p, valid = x.S, x.e, x.s0p, x.valid.copy()
+    rpar, rperp, exr, base, delta = x.r_par, x.r_perp, x.e_x_r, x.base, x.delta
     p1, p2 = base + delta, base - delta
     wrap = lambda x: (x + math.pi) % (2 * math.pi) - math.pi
     d1, d2 = wrap(p1 - phi_obs), wrap(p2 - phi_obs)
