@@ -22,7 +22,6 @@ lattice (the true cell when no candidate had it).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

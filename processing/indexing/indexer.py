@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import XtalError
 from ..models import Crystal, Experiment, ExperimentList
-from ..models.crystal import cell_from_real_space, hall_symbol
+from ..models.crystal import hall_symbol
 from ..params import param
 from ..reflections import Flags, ReflectionTable
 from .assign import assign_indices
@@ -182,7 +182,6 @@ def _misorientation(R1: np.ndarray, R2: np.ndarray) -> float:
     """Smallest rotation (deg) taking lattice 2 onto lattice 1 over the cubic-like
     equivalent bases (sign permutations of the reduced axes)."""
     best = 180.0
-    A1 = np.linalg.inv(R1)
     import itertools
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1, -1), repeat=3):
@@ -235,7 +234,7 @@ def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarra
         hh[sel] = h_conv
         try:
             res = refine_crystal(A_conv, spots.blocks(sub, hh), fam, n_rounds=1, max_nfev=10)
-        except Exception as e:  # noqa: BLE001 - a setting that cannot refine is just not listed
+        except Exception:  # noqa: BLE001 - a setting that cannot refine is just not listed
             continue
         rmsd_mm = math.hypot(res.rmsd_px_img[0], res.rmsd_px_img[1]) * pixel
         rows.append({"solution": n_total - k, "bravais": s.bravais, "metric_fit": s.max_angular_difference,
@@ -487,7 +486,6 @@ def run_index(experiments: ExperimentList, reflections: ReflectionTable, params:
                     row["traceback"] = res["traceback"]
                 sweeps.append(row)
             continue
-        base_id = len(out_expts)
         expt_ids = {}  # (lattice k, local sweep j) -> output id
         for k, lat in enumerate(res["lattices"]):
             for j, i in enumerate(g):

@@ -9,7 +9,6 @@ intensity (the profile extrapolates over missing frames and pixels), so it is co
 with the true full counts (recorded / partiality); summation with the recorded counts.
 """
 import dataclasses
-import math
 
 import numpy as np
 import pytest
