@@ -167,7 +167,7 @@ def simulate_step(root, n_crystals, n_images):
     return sim, dt
 
 
-def index_step(run, truth, sweeps):
+def index_step(run, truth, sweeps, max_attempts=3):
     """dials.index joint=false; retry with the true primitive cell, then the true symmetry."""
     cell = truth["truth"]["unit_cell"]
     p_cell = primitive_cell(cell, TRUE_SG)
@@ -177,7 +177,7 @@ def index_step(run, truth, sweeps):
                 ("space_group=I213 unit_cell=true cell",
                  ["space_group=I213", f"unit_cell={','.join(f'{x:g}' for x in cell)}"])]
     history = []
-    for i, (label, extra) in enumerate(attempts):
+    for i, (label, extra) in enumerate(attempts[:max_attempts]):
         ok = run.run(f"dials.index[{i}]", [f"{DIALS}/dials.index", "imported.expt", "strong.refl", "joint=false",
                                            f"output.experiments=indexed_{i}.expt",
                                            f"output.reflections=indexed_{i}.refl",
@@ -186,7 +186,7 @@ def index_step(run, truth, sweeps):
         rec = {"attempt": i, "parameters": label, "ok": ok}
         if ok:
             expts = read_expt(os.path.join(run.cwd, f"indexed_{i}.expt"))
-            got = {k: crystal_cell(c) for k, c in expts}
+            got = {k: crystal_cell(c) for k, c, _ in expts}
             good = [k for k in sweeps if k in got and cell_matches(got[k], p_cell)]
             rec.update(n_indexed=len(got), n_right_cell=len(good),
                        failed=[k for k in sweeps if k not in got],
@@ -274,6 +274,8 @@ def main():
     ap.add_argument("--n-images", type=int, default=20)
     ap.add_argument("--d-min", type=float, default=None, help="d_min for dials.integrate (default: none)")
     ap.add_argument("--nproc-integrate", type=int, default=2)
+    ap.add_argument("--max-index-attempts", type=int, default=3,
+                    help="1: no cell only; 2: then the true primitive cell; 3: then the true space group and cell")
     args = ap.parse_args()
     if not os.path.exists(f"{DIALS}/dials.version"):
         print(json.dumps({"error": "DIALS is not installed (/usr/bin/dials.version missing)"}))
@@ -309,7 +311,7 @@ def crosscheck(root, args):
                             outputs=("strong.refl",)))
     best = None
     if steps_ok:
-        best, history = index_step(run, truth, sweeps)
+        best, history = index_step(run, truth, sweeps, args.max_index_attempts)
         out["indexing_attempts"] = history
         out["indexing_used"] = best["parameters"] if best else None
         steps_ok = best is not None
@@ -358,13 +360,17 @@ def analyse(work, sim, truth, crystals):
             r["n_strong"] = int(n_strong[k])
     if have("indexed.refl"):
         idx = read_reflections(P("indexed.refl"))
-        is_idx = (np.asarray(idx["flags"]) & int(Flags.indexed)) > 0
-        iset = np.asarray(idx["imageset_id"]) if "imageset_id" in idx else np.asarray(idx["id"])
-        n_idx = np.bincount(iset[is_idx], minlength=len(rows))
-        indexed = {k: c for k, c, _ in read_expt(P("indexed.expt"))}
+        is_idx = ((np.asarray(idx["flags"]) & int(Flags.indexed)) > 0) & (np.asarray(idx["id"]) >= 0)
+        # id is the experiment; (DIALS 3.12 joint=false writes imageset_id = the last sweep for all rows)
+        per_expt = np.bincount(np.asarray(idx["id"])[is_idx], minlength=len(rows) + 1)
+        expts = read_expt(P("indexed.expt"))
+        n_idx = np.zeros(len(rows), dtype=int)
+        for i, (k, _, _) in enumerate(expts):
+            n_idx[k] += per_expt[i]
+        indexed = {k: c for k, c, _ in expts}
         for k, r in enumerate(rows):
             r["indexed"] = k in indexed
-            r["percent_indexed"] = round(100.0 * n_idx[k] / max(r.get("n_strong", 0), 1), 1)
+            r["percent_indexed"] = round(100.0 * float(n_idx[k]) / max(r.get("n_strong", 0), 1), 1)
             if k in indexed:
                 r["indexed_cell_niggli"] = [round(x, 2) for x in niggli(crystal_cell(indexed[k]))]
     integrated = {k: c for k, c, _ in read_expt(P("integrated.expt"))} if have("integrated.expt") else {}
