@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 class StageDef:
     name: str
     title: str
-    #: candidate "module:Class" locations of the parameter dataclass, first found wins
-    params: tuple[str, ...]
+    #: "module:Class" of the parameter dataclass
+    params: str
     #: stage whose succeeded run is the input (the default parent)
     previous: str | None
     per_sweep: bool
@@ -37,7 +37,7 @@ STAGE_DEFS: dict[str, StageDef] = {
     "find_spots": StageDef(
         name="find_spots",
         title="find spots",
-        params=("processing.spotfinding:FindSpotsParams", "processing.spotfinding.finder:FindSpotsParams"),
+        params="processing.spotfinding:FindSpotsParams",
         previous="import",
         per_sweep=True,
         outputs=("strong.refl",),
@@ -46,7 +46,7 @@ STAGE_DEFS: dict[str, StageDef] = {
     "index": StageDef(
         name="index",
         title="index",
-        params=("processing.indexing:IndexParams", "processing.indexing.indexer:IndexParams"),
+        params="processing.indexing:IndexParams",
         previous="find_spots",
         per_sweep=True,
         outputs=("indexed.expt", "indexed.refl"),
@@ -59,7 +59,7 @@ STAGE_DEFS: dict[str, StageDef] = {
     "refine": StageDef(
         name="refine",
         title="refine",
-        params=("processing.refinement:RefineParams", "processing.refinement.refiner:RefineParams"),
+        params="processing.refinement:RefineParams",
         previous="index",
         per_sweep=True,
         outputs=("refined.expt", "refined.refl"),
@@ -67,7 +67,7 @@ STAGE_DEFS: dict[str, StageDef] = {
     "integrate": StageDef(
         name="integrate",
         title="integrate",
-        params=("processing.integration:IntegrateParams", "processing.integration.integrator:IntegrateParams"),
+        params="processing.integration:IntegrateParams",
         previous="refine",
         per_sweep=True,
         outputs=("integrated.expt", "integrated.refl"),
@@ -86,17 +86,8 @@ def is_per_sweep(stage: str) -> bool:
 
 def params_class(stage: str):
     """The stage's parameter dataclass (imports the science)."""
-    d = STAGE_DEFS[stage]
-    errors = []
-    for spec in d.params:
-        module, _, name = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            errors.append(f"{spec}: {exc}")
-            continue
-        return cls
-    raise ImportError(f"no parameter class for stage {stage}: " + "; ".join(errors))
+    module, _, name = STAGE_DEFS[stage].params.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)

@@ -762,9 +762,7 @@ def _index_unit(run: StageRun, rows: list[SweepRun], ctx: _UnitContext) -> None:
     from processing.models import ExperimentList
     from processing.reflections import ReflectionTable
 
-    from .stages import params_class
-
-    run_index = getattr(importlib.import_module(params_class("index").__module__), "run_index")
+    run_index = _science("index", "run_index")
     params = _params_of(run)
     experiments = _imported_experiments(run)
     try:
