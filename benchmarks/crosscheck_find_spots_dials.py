@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from dials_env import dials_env  # noqa: E402
 REAL = ROOT.parent / "shared" / "data" / "real" / "images"
-
-
-def _env():
-    env = dict(os.environ)
-    try:
-        import hdf5plugin
-        env["HDF5_PLUGIN_PATH"] = hdf5plugin.PLUGIN_PATH
-    except ImportError:
-        pass
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _run(cmd, cwd, env):
@@ -116,7 +106,7 @@ def main(argv=None):
     ap.add_argument("--no-sim", action="store_true")
     ap.add_argument("--no-index", action="store_true")
     args = ap.parse_args(argv)
-    env = _env()
+    env = dials_env()
     results = []
     with tempfile.TemporaryDirectory(prefix="xtal_fs_cross_") as tmp:
         tmp = Path(tmp)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from dials_env import dials_env  # noqa: E402
 REAL = ROOT.parent / "shared" / "data" / "real" / "images"
 XTAL = [sys.executable, "-m", "processing.cli.find_spots"]
 TIME = "/usr/bin/time"
@@ -58,17 +60,6 @@ for _ in range(7):
     t = time.perf_counter(); alg(im, mk, res); ts.append(time.perf_counter() - t)
 print(json.dumps({"seconds": statistics.median(ts), "n_strong": res.count(True)}))
 """
-
-
-def _env():
-    env = dict(os.environ)
-    try:
-        import hdf5plugin
-        env["HDF5_PLUGIN_PATH"] = hdf5plugin.PLUGIN_PATH
-    except ImportError:
-        pass
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _timed(cmd, cwd, env):
@@ -180,7 +171,7 @@ def main(argv=None):
     ap.add_argument("--no-sim", action="store_true")
     args = ap.parse_args(argv)
     nprocs = [int(v) for v in args.nproc.split(",")]
-    env = _env()
+    env = dials_env()
     result = {"machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
               "repeats": args.repeats, "datasets": {}}
     result["threshold_9m"] = bench_threshold_9m(env)

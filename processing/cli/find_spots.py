@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import XtalError
 from ..params import from_strings
 from ..spotfinding import FindSpotsParams, run_find_spots
-from .main import print_help, split_args
+from .main import pop_outputs, print_help, split_args
 
 RULE = "-" * 80
 
@@ -112,16 +112,10 @@ def run(argv: list[str]) -> int:
         print_help("find_spots", FindSpotsParams)
         print("  output.reflections = strong.refl\n      where to write the strong spots")
         return 0
-    output = "strong.refl"
-    kept = []
-    for w in words:
-        key, _, value = w.partition("=")
-        if key in ("output", "output.reflections"):
-            output = value
-        elif key in ("output.shoeboxes", "output.log", "per_image_statistics"):
-            continue  # accepted for DIALS compatibility; xtal writes no shoeboxes
-        else:
-            kept.append(w)
+    outputs, words = pop_outputs(words, reflections="strong.refl")
+    output = outputs["reflections"]
+    # accepted for DIALS compatibility; xtal writes no shoeboxes or separate logs
+    kept = [w for w in words if w.partition("=")[0] not in ("output.shoeboxes", "output.log", "per_image_statistics")]
     if not files:
         raise XtalError("no input: give imported.expt (or image files)")
     params = from_strings(FindSpotsParams, _normalise(kept))

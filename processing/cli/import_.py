@@ -6,7 +6,7 @@ import os
 from ..io.expt import write_experiments
 from ..params import from_strings
 from ..pipeline import ImportParams, run_import
-from .main import print_help, split_args
+from .main import pop_outputs, print_help, split_args
 
 RULE = "-" * 80
 
@@ -17,14 +17,8 @@ def run(argv: list[str]) -> int:
         print_help("import", ImportParams)
         print("  output = imported.expt\n      where to write the experiment list")
         return 0
-    output = "imported.expt"
-    kept = []
-    for w in words:
-        key, _, value = w.partition("=")
-        if key in ("output", "output.experiments"):
-            output = value
-        else:
-            kept.append(w)
+    outputs, kept = pop_outputs(words, experiments="imported.expt")
+    output = outputs["experiments"]
     params = from_strings(ImportParams, kept, paths=tuple(files))
     experiments, summary = run_import(params)
     print(RULE)

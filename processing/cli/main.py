@@ -64,14 +64,18 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
 def pop_outputs(words: list[str], **defaults: str) -> tuple[dict[str, str], list[str]]:
     """Take ``output.<name>=path`` words out of ``words``: (outputs, the other words).
 
-    ``pop_outputs(words, experiments="indexed.expt", reflections="indexed.refl")``.
+    ``pop_outputs(words, experiments="indexed.expt", reflections="indexed.refl")``;
+    with a single output a bare ``output=path`` names it too.
     """
     outputs, kept = dict(defaults), []
     for w in words:
         key, _, value = w.partition("=")
-        name = key.strip().removeprefix("output.")
-        if key.strip().startswith("output.") and name in outputs:
+        key = key.strip()
+        name = key.removeprefix("output.")
+        if key.startswith("output.") and name in outputs:
             outputs[name] = value
+        elif key == "output" and len(outputs) == 1:
+            outputs[next(iter(outputs))] = value
         else:
             kept.append(w)
     return outputs, kept

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 from ..errors import XtalError
+from .files import read_bytes, write_bytes_atomic
 from ..models import (Beam, Crystal, Detector, Experiment, ExperimentList, Goniometer,
                       ImageSource, Scan)
 
@@ -59,15 +58,7 @@ def experiments_to_dict(experiments: ExperimentList) -> dict:
 
 def read_experiments(path: str) -> ExperimentList:
     """Read a DIALS .expt file; bad input raises XtalError with one clear message."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise XtalError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise XtalError(f"{path}: is a directory, not an experiment list") from None
-    except OSError as e:
-        raise XtalError(f"{path}: cannot read ({e.strerror})") from None
+    raw = read_bytes(path, "experiment list")
     try:
         d = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -85,13 +76,4 @@ def read_experiments(path: str) -> ExperimentList:
 def write_experiments(path: str, experiments: ExperimentList) -> None:
     """Write a DIALS .expt atomically (temporary file in the same folder, then rename)."""
     text = json.dumps(experiments_to_dict(experiments), indent=2)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".expt", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, text.encode(), "experiment list")

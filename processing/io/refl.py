@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 import warnings
 from typing import Any
 
@@ -33,6 +32,7 @@ import msgpack
 import numpy as np
 
 from processing.errors import XtalError
+from processing.io.files import read_bytes, write_bytes_atomic
 from processing.reflections.table import COLUMN_KINDS, ReflectionTable, Shoebox
 
 __all__ = ["read_reflections", "write_reflections", "decode_reflections", "encode_reflections"]
@@ -57,15 +57,7 @@ def read_reflections(path: str | os.PathLike[str], skip_shoebox: bool = True) ->
     the file raises one XtalError naming the file.
     """
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise XtalError(f"{name}: no such reflection file") from None
-    except IsADirectoryError:
-        raise XtalError(f"{name}: is a directory, not a reflection file") from None
-    except OSError as exc:
-        raise XtalError(f"{name}: cannot read reflection file ({exc.strerror or exc})") from None
+    raw = read_bytes(name, "reflection file")
     return _decode(raw, skip_shoebox, name, stacklevel=4)
 
 
@@ -75,33 +67,7 @@ def write_reflections(path: str | os.PathLike[str], table: ReflectionTable) -> N
     The bytes go to a temporary file in the same folder, which then replaces
     ``path``; a failed write leaves any existing file untouched.
     """
-    name = os.fspath(path)
-    payload = encode_reflections(table)
-    folder = os.path.dirname(os.path.abspath(name))
-    tmp = os.path.join(folder, f".{os.path.basename(name)}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise XtalError(f"{name}: cannot write reflection file ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, name)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        raise XtalError(f"{name}: cannot write reflection file ({exc.strerror or exc})") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    write_bytes_atomic(path, encode_reflections(table), "reflection file")
 
 
 # --------------------------------------------------------------------- decode

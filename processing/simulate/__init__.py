@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import XtalError
+from ..io.files import atomic_path
 from ..geometry.prediction import predict_rotation
 from ..models import Crystal, Experiment, ExperimentList, ImageSource
 from ..models.crystal import hall_symbol
@@ -232,13 +233,8 @@ def _sweep(p, c: CrystalTruth, expt: Experiment, lattices, lookup: TrueIntensiti
 # --- writing: the only place that touches files ---------------------------------------
 
 def _atomic(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_simulation(result: SimulationResult, out_dir: str) -> dict:

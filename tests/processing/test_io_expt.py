@@ -32,7 +32,7 @@ def test_shared_models_written_once(real_data, tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    (None, "no such file"),
+    (None, "no such experiment list"),
     (b"", "not JSON, or truncated"),
     (b'{"__id__": "ExperimentList", "experiment": [{"beam": 3', "not JSON, or truncated"),
     (b'{"__id__": "Something"}', "not a DIALS experiment list"),
