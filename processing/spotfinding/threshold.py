@@ -42,6 +42,21 @@ _CORE = 4
 
 
 @njit(cache=True)
+def _enter_row(src, mask, lo, hi, r, state, col_m, col_x, col_y):
+    """Mark row r's usable pixels _VALID and add them (below 2^24) to the column sums."""
+    for i in range(src.shape[1]):
+        v = float(src[r, i])
+        if mask[r, i] and lo < v and v < hi:
+            state[r, i] = _VALID
+            if v < BIG:
+                col_m[i] += 1
+                col_x[i] += v
+                col_y[i] += v * v
+        else:
+            state[r, i] = 0
+
+
+@njit(cache=True)
 def _dispersion_pass(src, mask, lo, hi, ky, kx, nsig_b, nsig_s, threshold, min_count,
                      gain, use_gain, plain, state):
     """Pass 1: usable-pixel mask and the dispersion test over the (2k+1)² box.
@@ -57,31 +72,11 @@ def _dispersion_pass(src, mask, lo, hi, ky, kx, nsig_b, nsig_s, threshold, min_c
     n_disp = 0
     # rows [0, ky) enter the column sums before row 0 is tested
     for r in range(min(ky, ny)):
-        for i in range(nx):
-            v = float(src[r, i])
-            ok = mask[r, i] and lo < v and v < hi
-            if ok:
-                state[r, i] = _VALID
-                if v < BIG:
-                    col_m[i] += 1
-                    col_x[i] += v
-                    col_y[i] += v * v
-            else:
-                state[r, i] = 0
+        _enter_row(src, mask, lo, hi, r, state, col_m, col_x, col_y)
     for j in range(ny):
         r = j + ky  # row entering
         if r < ny:
-            for i in range(nx):
-                v = float(src[r, i])
-                ok = mask[r, i] and lo < v and v < hi
-                if ok:
-                    state[r, i] = _VALID
-                    if v < BIG:
-                        col_m[i] += 1
-                        col_x[i] += v
-                        col_y[i] += v * v
-                else:
-                    state[r, i] = 0
+            _enter_row(src, mask, lo, hi, r, state, col_m, col_x, col_y)
         r = j - ky - 1  # row leaving
         if r >= 0:
             for i in range(nx):
