@@ -34,8 +34,11 @@ services:
 	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true; \
 	  for i in $$(seq 1 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 1; done; fi
 
+# The whole suite on PostgreSQL; then the tests that run stages through a real Celery
+# worker once more on SQLite, the zero-setup default of `make run`.
 test: $(VENV)/.installed-test services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q
+	env -u DATABASE_URL REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q -m worker tests/web
 
 run: $(VENV)/.installed-run services
 	./scripts/run_demo.sh

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from processing.io.refl import read_reflections, write_reflections
 
-from processing.io.refl import read_reflections, write_reflections  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DIALS_PYTHON = "/usr/bin/python3"
 DIALS_MARKER = "/usr/bin/dials.version"

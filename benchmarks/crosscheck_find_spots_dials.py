@@ -26,11 +26,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from dials_env import dials_env  # benchmarks/dials_env.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from dials_env import dials_env  # noqa: E402
 REAL = ROOT.parent / "shared" / "data" / "real" / "images"
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -26,14 +25,12 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from processing.io.attenuation import mu_at_angstrom  # noqa: E402
-from processing.io.expt import read_experiments  # noqa: E402
-from processing.io.images import open_image_file  # noqa: E402
-from processing.io.nxmx import write_nxmx  # noqa: E402
-from processing.models import Beam, Detector, Goniometer, Panel, Scan  # noqa: E402
-from processing.models.detector import PARALLAX  # noqa: E402
+from processing.io.attenuation import mu_at_angstrom
+from processing.io.expt import read_experiments
+from processing.io.images import open_image_file
+from processing.io.nxmx import write_nxmx
+from processing.models import Beam, Detector, Goniometer, Panel, Scan
+from processing.models.detector import PARALLAX
 
 DIALS_IMPORT = "/usr/bin/dials.import"
 DIALS_PYTHON = "/usr/bin/python3"

@@ -18,13 +18,11 @@ import numpy as np
 from scipy.ndimage import minimum_filter
 from scipy.spatial import cKDTree
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from processing.io.expt import read_experiments  # noqa: E402
-from processing.io.images import open_imageset  # noqa: E402
-from processing.io.refl import read_reflections  # noqa: E402
-from processing.simulate import SimulateParams, run_simulate  # noqa: E402
-from processing.spotfinding import FindSpotsParams, run_find_spots  # noqa: E402
+from processing.io.expt import read_experiments
+from processing.io.images import open_imageset
+from processing.io.refl import read_reflections
+from processing.simulate import SimulateParams, run_simulate
+from processing.spotfinding import FindSpotsParams, run_find_spots
 
 
 def recall(table, k, e, truth):

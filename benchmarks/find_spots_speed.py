@@ -35,10 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from dials_env import dials_env  # benchmarks/dials_env.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from dials_env import dials_env  # noqa: E402
 REAL = ROOT.parent / "shared" / "data" / "real" / "images"
 XTAL = [sys.executable, "-m", "processing.cli.find_spots"]
 TIME = "/usr/bin/time"
@@ -94,8 +93,9 @@ def _dials_import(args, folder: Path, env):
 
 
 def _count_refl(path: Path) -> int:
-    from processing.io.refl import read_reflections
     import warnings
+
+    from processing.io.refl import read_reflections
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return len(read_reflections(str(path)))

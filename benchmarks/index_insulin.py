@@ -16,7 +16,9 @@ space_group=I213. Per sweep: % indexed, cell error vs the true cell (reduced P1
 cell, or the cubic cell), orientation error vs the true U (after the change of
 basis, i.e. modulo the lattice symmetry and the indexing ambiguity). Prints JSON.
 
-Usage: .venv/bin/python benchmarks/index_insulin.py [--spots true|find]
+Usage (from the repository root, as a module: it borrows helpers from
+tests/processing/test_indexing.py):
+    .venv/bin/python -m benchmarks.index_insulin [--spots true|find]
        [--sweeps 19,0,1] [--cache DIR] [--nproc N]
 """
 from __future__ import annotations
@@ -30,17 +32,15 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "processing"))
-warnings.simplefilter("ignore")
+from processing.indexing import IndexParams, run_index
+from processing.indexing.lattice import niggli_reduce
+from processing.models import Experiment, ExperimentList, Scan
+from processing.models.crystal import cell_from_real_space
+from processing.simulate import simulate
+from processing.simulate.params import SimulateParams
+from tests.processing.test_indexing import I_TO_P, misorientation_deg, table_for
 
-from processing.indexing import IndexParams, run_index  # noqa: E402
-from processing.indexing.lattice import niggli_reduce  # noqa: E402
-from processing.models import Experiment, ExperimentList, Scan  # noqa: E402
-from processing.models.crystal import cell_from_real_space  # noqa: E402
-from processing.simulate import simulate  # noqa: E402
-from processing.simulate.params import SimulateParams  # noqa: E402
-from test_indexing import I_TO_P, misorientation_deg, table_for  # noqa: E402
+warnings.simplefilter("ignore")
 
 
 def evaluate(out, summary, crystals, cubic, names=None):

@@ -5,6 +5,9 @@ panel, predicted positions + 0.3 px / 0.15 image noise) and the two real l-cyste
 1° wedges (spot positions = the observed centroids of the DIALS integrated files).
 Both programs read the same imported.expt / strong.refl written here; DIALS runs as
 a subprocess (its time includes start-up, reported separately). Prints JSON.
+
+Usage (from the repository root, as a module: it borrows helpers from
+tests/processing/test_indexing.py): .venv/bin/python -m benchmarks.index_vs_dials
 """
 from __future__ import annotations
 
@@ -12,26 +15,22 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from processing.indexing import IndexParams, run_index
+from processing.io.expt import read_experiments, write_experiments
+from processing.io.refl import read_reflections, write_reflections
+from processing.models import Experiment, ExperimentList
+from processing.models.crystal import b_matrix
+from processing.models.goniometer import axis_angle_matrix
+from processing.reflections import Flags, ReflectionTable
+from tests.processing.test_indexing import eiger_experiment, spots_of
+
 warnings.simplefilter("ignore")
-
-from processing.indexing import IndexParams, run_index  # noqa: E402
-from processing.io.expt import read_experiments, write_experiments  # noqa: E402
-from processing.io.refl import read_reflections, write_reflections  # noqa: E402
-from processing.models import Experiment, ExperimentList  # noqa: E402
-from processing.models.crystal import b_matrix  # noqa: E402
-from processing.models.goniometer import axis_angle_matrix  # noqa: E402
-from processing.reflections import Flags, ReflectionTable  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "processing"))
-from test_indexing import eiger_experiment, spots_of  # noqa: E402
 
 DIALS = "/usr/bin/dials.index"
 

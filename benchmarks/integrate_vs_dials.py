@@ -35,14 +35,10 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from processing.io.expt import read_experiments  # noqa: E402
-from processing.io.refl import read_reflections  # noqa: E402
-from processing.reflections import Flags  # noqa: E402
-from processing.simulate import SimulateParams, run_simulate  # noqa: E402
+from processing.io.expt import read_experiments
+from processing.io.refl import read_reflections
+from processing.reflections import Flags
+from processing.simulate import SimulateParams, run_simulate
 
 DIALS_BIN = "/usr/bin"
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") / 1024.0
@@ -237,7 +233,6 @@ def main(argv):
     env = dict(os.environ)
     import hdf5plugin
     env["HDF5_PLUGIN_PATH"] = hdf5plugin.PLUGIN_PATH
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = {"preset": preset, **sim_kw, "nproc": nproc, "integrate_repeats": repeats, "n_sweeps": n_sweeps,
            "unit_cell": cell, "space_group": sg, "sweeps": []}
     totals = {p: {"chain_wall_s": 0.0, "integrate_wall_s": 0.0, "chain_peak_mb": 0.0, "integrate_peak_mb": 0.0}

@@ -44,17 +44,16 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-warnings.simplefilter("ignore")
+from processing.indexing.indexer import IndexParams, run_index
+from processing.integration import IntegrateParams, run_integrate
+from processing.models.crystal import cell_from_real_space
+from processing.pipeline import ImportParams, run_import
+from processing.refinement import RefineParams, run_refine
+from processing.reflections import Flags
+from processing.simulate import SimulateParams, run_simulate
+from processing.spotfinding import FindSpotsParams, run_find_spots
 
-from processing.indexing.indexer import IndexParams, run_index  # noqa: E402
-from processing.integration import IntegrateParams, run_integrate  # noqa: E402
-from processing.models.crystal import cell_from_real_space  # noqa: E402
-from processing.pipeline import ImportParams, run_import  # noqa: E402
-from processing.reflections import Flags  # noqa: E402
-from processing.refinement import RefineParams, run_refine  # noqa: E402
-from processing.simulate import SimulateParams, run_simulate  # noqa: E402
-from processing.spotfinding import FindSpotsParams, run_find_spots  # noqa: E402
+warnings.simplefilter("ignore")
 
 TARGET_XY_PX = 0.3
 TARGET_Z_IMAGES = 0.25

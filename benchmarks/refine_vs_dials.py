@@ -19,11 +19,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from processing.io.expt import read_experiments  # noqa: E402
+from processing.io.expt import read_experiments
 
 CENTRING = {"P": 1, "I": 2, "C": 2, "A": 2, "B": 2, "F": 4, "R": 3}
 ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([-\d.eE+]+)\s*\|\s*([-\d.eE+]+)\s*\|\s*([-\d.eE+]+)\s*\|\s*$")
@@ -144,13 +140,7 @@ def main(argv):
         results["dials"]["error"] = (err or out).strip().splitlines()[-3:]
     xtal = [sys.executable, "-c", "import sys; from processing.cli.main import main; sys.exit(main(sys.argv[1:]))",
             "refine", expt, refl] + rest
-    env2 = dict(env)
-    env2["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    # the CLI registry may not list refine yet: call the module directly in that case
-    xtal_direct = [sys.executable, "-c", "import sys; from processing.cli.refine import run; sys.exit(run(sys.argv[1:]))",
-                   expt, refl] + rest
-    from processing.cli.main import COMMANDS
-    dt, rss, out, err, rc = _run(xtal if "refine" in COMMANDS else xtal_direct, x_dir, env2)
+    dt, rss, out, err, rc = _run(xtal, x_dir, env)
     results["xtal"] = {"seconds": round(dt, 2), "peak_memory_mb": rss, "returncode": rc,
                        "rmsds_by_experiment": _rmsd_rows(out),
                        "cells": _cells(os.path.join(x_dir, "refined.expt"), truth),

@@ -112,6 +112,9 @@ else:
             # several worker processes write progress: wait for the lock rather than fail,
             # and take it at BEGIN so that no transaction has to upgrade a read lock
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            # tests: a file, not Django's in-memory default, so that the Celery worker the
+            # tests start (another thread, another connection) sees the same database
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
     VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,7 @@ lattice and the final tables of % indexed and RMSDs.
 """
 from __future__ import annotations
 
-
-from ..indexing.indexer import IndexParams, run_index
-from ..params import from_strings
-from .main import pop_outputs, print_help, read_expt_refl, split_args, write_expt_refl
+from .command import Command, run_command
 from .tables import psql_table, rmsd_table
 
 
@@ -51,17 +48,12 @@ def format_summary(summary: dict) -> str:
     return "\n".join(out)
 
 
+def report(summary: dict, experiments, reflections, params) -> str:
+    return format_summary(summary)
+
+
+COMMAND = Command("index", "xtal index imported.expt strong.refl [key=value …]", report, progress=True)
+
+
 def run(argv: list[str]) -> int:
-    files, words, help_ = split_args(argv)
-    if help_:
-        print_help("index", IndexParams)
-        print("  output.experiments = indexed.expt\n  output.reflections = indexed.refl")
-        return 0
-    outputs, kept = pop_outputs(words, experiments="indexed.expt", reflections="indexed.refl")
-    params = from_strings(IndexParams, kept)
-    experiments, reflections = read_expt_refl(files, "xtal index imported.expt strong.refl [key=value …]")
-    progress = lambda f, msg: print(f"  {msg}", flush=True)
-    experiments_out, table, summary = run_index(experiments, reflections, params, progress=progress)
-    print(format_summary(summary))
-    write_expt_refl(experiments_out, table, outputs)
-    return 0
+    return run_command(COMMAND, argv)

@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import XtalError
 from ..io.expt import read_experiments
 from ..models import Experiment, format_with_sd
-from .main import split_args
+from .command import split_args
 from .tables import psql_table
 
 

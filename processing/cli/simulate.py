@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..params import from_strings
 from ..simulate import PRESETS, SimulateParams, run_simulate
-from .main import print_help, split_args
+from .command import split_args
+from .main import print_help
 
 
 def run(argv: list[str]) -> int:

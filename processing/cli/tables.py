@@ -45,3 +45,8 @@ def rmsd_table(rows: list[dict]) -> str:
     body = [[str(r["experiment"]), str(r["nref"]), f"{r['rmsd_x_px']:.5g}", f"{r['rmsd_y_px']:.5g}",
              f"{r['rmsd_z_images']:.5g}"] for r in rows]
     return psql_table(headers, body)
+
+
+def num(value, spec: str = ".2f") -> str:
+    """``value`` formatted with ``spec``; "—" for a statistic that has no value (None)."""
+    return "—" if value is None else format(value, spec)

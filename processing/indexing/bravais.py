@@ -19,6 +19,7 @@ from functools import reduce
 
 import numpy as np
 
+from ..errors import XtalError
 from ..models.crystal import cell_from_real_space
 from .lattice import abc_string, niggli_reduce
 
@@ -162,133 +163,166 @@ def _right_handed(N: np.ndarray, flip_row: int = 1) -> np.ndarray:
 
 def _conventional(family: str, axes: list[dict], R: np.ndarray) -> tuple[np.ndarray, str] | None:
     """Conventional cell rows (integer, in the basis R) and the lattice symbol."""
-    cart = [a["cart"] for a in axes]
-    uvws = [a["uvw"] for a in axes]
-    perp = lambda i, j: abs(float(cart[i] @ cart[j])) < 0.2
     if family == "m":
-        uvw, hkl = axes[0]["uvw"], axes[0]["hkl"]
-        r = np.arange(-3, 4)
-        cand = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-        cand = cand[(cand @ hkl == 0) & np.any(cand != 0, axis=1)]
-        lengths = np.linalg.norm(cand @ R, axis=1)
-        order = np.argsort(lengths)
-        a = cand[order[0]]
-        c = next((cand[i] for i in order[1:] if np.any(np.cross(a, cand[i]) != 0)), None)
-        if c is None:
-            return None
-        N = _right_handed(np.array([a, uvw, c]))
-        cen = _centring(N)
-        if cen == "A":
-            N = _right_handed(np.array([N[2], N[1], N[0]]))
-            cen = _centring(N)
-        if cen == "I":
-            N = np.array([N[0] + N[2], N[1], N[2]])
-            cen = _centring(N)
-        if cen not in ("P", "C"):
-            return None
-        # best β: shortest a, c that keep the centring, β closest to 90°
-        best = None
-        for i, j in itertools.product(range(-2, 3), repeat=2):
-            for k in (1,):
-                a2 = N[0] + (2 * i if cen == "C" else i) * N[2]
-                c2 = N[2] + j * N[0]
-                M = np.array([a2, N[1], c2])
-                if abs(round(np.linalg.det(M))) != abs(round(np.linalg.det(N))) or _centring(_right_handed(M)) != cen:
-                    continue
-                cell = cell_from_real_space(M @ R)
-                score = (abs(cell[4] - 90.0), cell[0] + cell[2])
-                if best is None or score < best[0]:
-                    best = (score, M)
-        N = best[1] if best else N
-        N = _right_handed(N, flip_row=2)
-        if cell_from_real_space(N @ R)[4] < 90.0:  # obtuse β as in the reference setting
-            N = np.array([-N[0], -N[1], N[2]])
-        return N, "m" + cen
+        return _conventional_monoclinic(axes[0]["uvw"], axes[0]["hkl"], R)
     if family == "o":
-        if len(axes) != 3:
-            return None
-        N = np.array(uvws)
-        N = _right_handed(N)
-        cen = _centring(N)
-        if cen in ("A", "B"):
-            k = {"A": 0, "B": 1}[cen]  # put the centred face on ab
-            rows = [N[(k + 1) % 3], N[(k + 2) % 3], N[k]]
-            N = _right_handed(np.array(rows))
-            cen = _centring(N)
-        if cen == "C":
-            if np.linalg.norm(N[0] @ R) > np.linalg.norm(N[1] @ R):
-                N = np.array([N[1], N[0], -N[2]])
-        elif cen in ("P", "I", "F"):
-            order = np.argsort(np.linalg.norm(N @ R, axis=1))
-            N = _right_handed(N[order])
-        else:
-            return None
-        return N, "o" + cen
-    if family in ("t", "h", "c"):
-        nperp = [sum(perp(i, j) for j in range(len(axes)) if j != i) for i in range(len(axes))]
-        if family == "c":
-            main = [i for i in range(len(axes)) if nperp[i] == 4]
-            if len(main) != 3:
-                return None
-            N = np.array([_shortest([uvws[i]], R) for i in main])
-            N = _right_handed(N)
-            cen = _centring(N)
-            return (N, "c" + cen) if cen in ("P", "I", "F") else None
-        want = 4 if family == "t" else 6
-        main = [i for i in range(len(axes)) if nperp[i] == want]
-        if len(main) != 1:
-            return None
-        cax = uvws[main[0]]
-        inplane = [i for i in range(len(axes)) if i != main[0]]
-        a_i = min(inplane, key=lambda i: np.linalg.norm(uvws[i] @ R))
-        a = uvws[a_i]
-        target = 90.0 if family == "t" else 120.0
-        best = None
-        for i in inplane:
-            for s in (1, -1):
-                b = s * uvws[i]
-                va, vb = a @ R, b @ R
-                ang = math.degrees(math.acos(np.clip(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), -1, 1)))
-                rl = abs(np.linalg.norm(vb) / np.linalg.norm(va) - 1)
-                if abs(ang - target) < 10 and rl < 0.1 and (best is None or abs(ang - target) < best[0]):
-                    best = (abs(ang - target), b)
-        if best is None:
-            return None
-        N = np.array([a, best[1], cax])
-        if np.linalg.det(N) < 0:
-            N[2] *= -1
-        cen = _centring(N)
-        if family == "t":
-            return (N, "t" + cen) if cen in ("P", "I") else None
-        return (N, "hP") if cen == "P" else None
+        return _conventional_orthorhombic(axes, R) if len(axes) == 3 else None
+    if family == "c":
+        return _conventional_cubic(axes, R)
+    if family in ("t", "h"):
+        return _conventional_axial(family, axes, R)
     if family == "hR":
-        if len(axes) != 3:
-            return None
-        n = np.cross(cart[0], cart[1])
-        cax = _lattice_vector_along(n, R)
-        if cax is None:
-            return None
-        a_i = min(range(3), key=lambda i: np.linalg.norm(uvws[i] @ R))
-        a = uvws[a_i]
-        best = None
-        for i in range(3):
-            for s in (1, -1):
-                b = s * uvws[i]
-                va, vb = a @ R, b @ R
-                ang = math.degrees(math.acos(np.clip(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), -1, 1)))
-                if abs(ang - 120) < 10 and (best is None or abs(ang - 120) < best[0]):
-                    best = (abs(ang - 120), b)
-        if best is None:
-            return None
-        N = np.array([a, best[1], cax])
-        if np.linalg.det(N) < 0:
-            N[2] *= -1
-        cen = _centring(N)
-        if cen == "Rrev":
-            N = np.array([-N[0], -N[1], N[2]])
-            cen = _centring(N)
-        return (N, "hR") if cen == "R" else None
+        return _conventional_rhombohedral(axes, R) if len(axes) == 3 else None
     return None
+
+
+def _conventional_monoclinic(uvw: np.ndarray, hkl: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """mP or mC with b along the twofold ``uvw``; a, c the shortest lattice rows
+    normal to it (the plane ``hkl``), reduced to β closest to 90° and made obtuse."""
+    r = np.arange(-3, 4)
+    cand = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    cand = cand[(cand @ hkl == 0) & np.any(cand != 0, axis=1)]
+    lengths = np.linalg.norm(cand @ R, axis=1)
+    order = np.argsort(lengths)
+    a = cand[order[0]]
+    c = next((cand[i] for i in order[1:] if np.any(np.cross(a, cand[i]) != 0)), None)
+    if c is None:
+        return None
+    N = _right_handed(np.array([a, uvw, c]))
+    cen = _centring(N)
+    if cen == "A":
+        N = _right_handed(np.array([N[2], N[1], N[0]]))
+        cen = _centring(N)
+    if cen == "I":
+        N = np.array([N[0] + N[2], N[1], N[2]])
+        cen = _centring(N)
+    if cen not in ("P", "C"):
+        return None
+    N = _best_beta(N, cen, R)
+    N = _right_handed(N, flip_row=2)
+    if cell_from_real_space(N @ R)[4] < 90.0:  # obtuse β as in the reference setting
+        N = np.array([-N[0], -N[1], N[2]])
+    return N, "m" + cen
+
+
+def _best_beta(N: np.ndarray, cen: str, R: np.ndarray) -> np.ndarray:
+    """The monoclinic cell a + i·c, b, c + j·a (|i|, |j| ≤ 2) that keeps the centring
+    with β closest to 90°, then the shortest a + c; N itself if none does."""
+    best = None
+    for i, j in itertools.product(range(-2, 3), repeat=2):
+        a2 = N[0] + (2 * i if cen == "C" else i) * N[2]
+        c2 = N[2] + j * N[0]
+        M = np.array([a2, N[1], c2])
+        if abs(round(np.linalg.det(M))) != abs(round(np.linalg.det(N))) or _centring(_right_handed(M)) != cen:
+            continue
+        cell = cell_from_real_space(M @ R)
+        score = (abs(cell[4] - 90.0), cell[0] + cell[2])
+        if best is None or score < best[0]:
+            best = (score, M)
+    return best[1] if best else N
+
+
+def _conventional_orthorhombic(axes: list[dict], R: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """oP/oC/oI/oF along the three twofolds: a C-centred face on ab (a < b), else a < b < c."""
+    N = np.array([a["uvw"] for a in axes])
+    N = _right_handed(N)
+    cen = _centring(N)
+    if cen in ("A", "B"):
+        k = {"A": 0, "B": 1}[cen]  # put the centred face on ab
+        rows = [N[(k + 1) % 3], N[(k + 2) % 3], N[k]]
+        N = _right_handed(np.array(rows))
+        cen = _centring(N)
+    if cen == "C":
+        if np.linalg.norm(N[0] @ R) > np.linalg.norm(N[1] @ R):
+            N = np.array([N[1], N[0], -N[2]])
+    elif cen in ("P", "I", "F"):
+        order = np.argsort(np.linalg.norm(N @ R, axis=1))
+        N = _right_handed(N[order])
+    else:
+        return None
+    return N, "o" + cen
+
+
+def _n_perpendicular(axes: list[dict]) -> list[int]:
+    """For each twofold, how many of the others are perpendicular to it (|cos| < 0.2)."""
+    cart = [a["cart"] for a in axes]
+    perp = lambda i, j: abs(float(cart[i] @ cart[j])) < 0.2
+    return [sum(perp(i, j) for j in range(len(axes)) if j != i) for i in range(len(axes))]
+
+
+def _conventional_cubic(axes: list[dict], R: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """cP/cI/cF along the three twofolds perpendicular to four others."""
+    uvws = [a["uvw"] for a in axes]
+    nperp = _n_perpendicular(axes)
+    main = [i for i in range(len(axes)) if nperp[i] == 4]
+    if len(main) != 3:
+        return None
+    N = np.array([_shortest([uvws[i]], R) for i in main])
+    N = _right_handed(N)
+    cen = _centring(N)
+    return (N, "c" + cen) if cen in ("P", "I", "F") else None
+
+
+def _partner_axis(a: np.ndarray, candidates: list[np.ndarray], R: np.ndarray, target: float,
+                  max_length_ratio: float | None = None) -> np.ndarray | None:
+    """Of ±each candidate row, the one at the angle nearest ``target`` (deg, within 10°)
+    to the row ``a`` (and, if given, of length within ``max_length_ratio`` of a's)."""
+    best = None
+    for row in candidates:
+        for s in (1, -1):
+            b = s * row
+            va, vb = a @ R, b @ R
+            ang = math.degrees(math.acos(np.clip(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), -1, 1)))
+            if max_length_ratio is not None and not abs(np.linalg.norm(vb) / np.linalg.norm(va) - 1) < max_length_ratio:
+                continue
+            if abs(ang - target) < 10 and (best is None or abs(ang - target) < best[0]):
+                best = (abs(ang - target), b)
+    return None if best is None else best[1]
+
+
+def _conventional_axial(family: str, axes: list[dict], R: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """tP/tI or hP: c along the principal twofold (perpendicular to 4 or 6 others),
+    a the shortest in-plane twofold, b the in-plane one at 90° or 120° to it."""
+    uvws = [a["uvw"] for a in axes]
+    nperp = _n_perpendicular(axes)
+    want = 4 if family == "t" else 6
+    main = [i for i in range(len(axes)) if nperp[i] == want]
+    if len(main) != 1:
+        return None
+    cax = uvws[main[0]]
+    inplane = [i for i in range(len(axes)) if i != main[0]]
+    a = uvws[min(inplane, key=lambda i: np.linalg.norm(uvws[i] @ R))]
+    b = _partner_axis(a, [uvws[i] for i in inplane], R, 90.0 if family == "t" else 120.0, max_length_ratio=0.1)
+    if b is None:
+        return None
+    N = np.array([a, b, cax])
+    if np.linalg.det(N) < 0:
+        N[2] *= -1
+    cen = _centring(N)
+    if family == "t":
+        return (N, "t" + cen) if cen in ("P", "I") else None
+    return (N, "hP") if cen == "P" else None
+
+
+def _conventional_rhombohedral(axes: list[dict], R: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """hR in the hexagonal setting (obverse): c normal to the three twofolds, a the
+    shortest twofold, b the one at 120° to it."""
+    uvws = [a["uvw"] for a in axes]
+    cax = _lattice_vector_along(np.cross(axes[0]["cart"], axes[1]["cart"]), R)
+    if cax is None:
+        return None
+    a = uvws[min(range(3), key=lambda i: np.linalg.norm(uvws[i] @ R))]
+    b = _partner_axis(a, uvws, R, 120)
+    if b is None:
+        return None
+    N = np.array([a, b, cax])
+    if np.linalg.det(N) < 0:
+        N[2] *= -1
+    cen = _centring(N)
+    if cen == "Rrev":
+        N = np.array([-N[0], -N[1], N[2]])
+        cen = _centring(N)
+    return (N, "hR") if cen == "R" else None
 
 
 _RANK = {"aP": 0, "mP": 1, "mC": 2, "oP": 3, "oC": 4, "oI": 5, "oF": 6, "tP": 7, "tI": 8,
@@ -370,7 +404,7 @@ def lattice_of_space_group(symbol: str) -> str:
     import gemmi
     sg = gemmi.find_spacegroup_by_name(str(symbol))
     if sg is None:
-        raise ValueError(f"unknown space group {symbol!r}")
+        raise XtalError(f"unknown space group {symbol!r}", field="space_group")
     system = sg.crystal_system_str()
     letter = {"triclinic": "a", "monoclinic": "m", "orthorhombic": "o", "tetragonal": "t",
               "trigonal": "h", "hexagonal": "h", "cubic": "c"}[system]

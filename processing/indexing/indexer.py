@@ -1,4 +1,4 @@
-"""The indexing stage (dials.index): IndexParams and run_index.
+"""The indexing stage (dials.index): ``run_index`` (its parameters, IndexParams, in params.py).
 
 Per sweep (``joint=false``) or for all sweeps as one crystal (``joint=true``,
 DIALS's default): spot centroids → rlps; max_cell from spot spacing (or 1.3 × the
@@ -15,75 +15,29 @@ one-line reason and left out of the outputs.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-import multiprocessing
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
-from ..errors import XtalError
+from ..errors import SweepError, XtalError
 from ..models import Crystal, Experiment, ExperimentList
 from ..models.crystal import hall_symbol
-from ..params import param
 from ..reflections import Flags, ReflectionTable
 from .assign import assign_indices
 from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group
 from .candidates import candidate_lattices, evaluate, expand_to_superlattice, rank
 from .fft1d import fft1d_basis_vectors
 from .fft3d import fft3d_basis_vectors
-from .known_cell import TargetSymmetry, real_space_grid_search, validate_cell, _sorted_if_needed
+from .known_cell import TargetSymmetry, real_space_grid_search, _sorted_if_needed
 from .lattice import cells_similar, closest_rotation, rotation_angle_deg
 from .max_cell import find_max_cell
+from .params import METHODS, IndexParams  # noqa: F401 - METHODS re-exported for old imports
 from .refine_static import Block, predict, refine_crystal
 from .spots import centroids_to_reciprocal_space
-
-METHODS = ("fft3d", "fft1d", "real_space_grid_search")
-
-
-@dataclass(frozen=True)
-class IndexParams:
-    """Parameters of ``xtal index`` (dials.index)."""
-
-    method: str = param("fft3d", "basis vector search: fft3d, fft1d or real_space_grid_search (needs unit_cell)")
-    joint: bool = param(True, "index all sweeps together as one crystal; false: each sweep alone, one crystal per experiment")
-    unit_cell: tuple[float, ...] | None = param(None, "known unit cell a,b,c,alpha,beta,gamma (Å, deg): keep only matching lattices")
-    space_group: str | None = param(None, "known space group: the crystal is written in its lattice's setting")
-    max_lattices: int = param(1, "maximum number of lattices to search for in each sweep (or in the joint data)")
-    nproc: int = param(1, "number of processes indexing sweeps in parallel (joint=false)")
-    min_cell: float = param(3.0, "minimum length of candidate basis vectors (Å)")
-    max_cell: float | None = param(None, "maximum length of candidate basis vectors (Å); None: from the spot spacing")
-    min_cell_volume: float = param(25.0, "minimum unit cell volume (Å³)")
-    n_points: int = param(256, "fft3d.reciprocal_space_grid.n_points")
-    d_min: float | None = param(None, "fft3d.reciprocal_space_grid.d_min (Å); None: 5·max_cell/n_points or the spots' limit")
-    hkl_tolerance: float = param(0.3, "index_assignment.simple.hkl_tolerance")
-    n_macro_cycles: int = param(5, "refinement_protocol.n_macro_cycles")
-    max_refine: int = param(50, "basis_vector_combinations.max_refine: candidate lattices evaluated")
-    relative_length_tolerance: float = param(0.1, "known_symmetry.relative_length_tolerance")
-    absolute_angle_tolerance: float = param(5.0, "known_symmetry.absolute_angle_tolerance (deg)")
-    max_delta: float = param(5.0, "known_symmetry.max_delta: Le Page δ allowed for the space_group= lattice (deg)")
-    lepage_max_delta: float = param(5.0, "Bravais settings listed up to this Le Page δ (deg)")
-    choose_bravais: bool = param(False, "write the recommended Bravais setting instead of P1 (as refine_bravais_settings + reindex)")
-    recycle_unindexed_reflections_cutoff: float = param(0.1, "search another lattice only if more than this fraction is unindexed")
-    minimum_angular_separation: float = param(5.0, "minimum rotation (deg) between two lattices of one sweep")
-    min_spots: int = param(20, "fewest spots a sweep needs to be indexed")
-    sigma_phi_deg: float | None = param(None, "override the φ sigmas in refinement (deg); None: from the spots, "
-                                              "at least 2 images on wedges of < 20 images")
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method}: choose one of {', '.join(METHODS)}")
-        if self.unit_cell is not None:
-            validate_cell(self.unit_cell)
-        if self.max_lattices < 1:
-            raise ValueError("max_lattices must be at least 1")
-        if self.nproc < 1:
-            raise ValueError("nproc must be at least 1")
-        if not 0 < self.hkl_tolerance <= 0.5:
-            raise ValueError("hkl_tolerance must lie in (0, 0.5]")
-        if self.method == "real_space_grid_search" and self.unit_cell is None:
-            raise ValueError("method=real_space_grid_search needs unit_cell=")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -254,29 +208,27 @@ def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarra
     return rows
 
 
-def _index_group(experiments: list[Experiment], tables: list[dict], params: IndexParams) -> dict:
-    """Index one sweep (or all sweeps jointly). Returns crystals, columns and rows."""
-    t0 = time.time()
-    n_in = sum(len(t["xyzobs.px.value"]) for t in tables)
-    if n_in == 0:
-        raise XtalError("no spots to index")
-    if n_in < params.min_spots:
-        raise XtalError(f"too few spots to index ({n_in}; need at least {params.min_spots})")
-    spots = _Spots(experiments, tables, params.sigma_phi_deg)
-    target = TargetSymmetry.make(params.unit_cell, params.space_group,
-                                 relative_length_tolerance=params.relative_length_tolerance,
-                                 absolute_angle_tolerance=params.absolute_angle_tolerance,
-                                 max_delta=params.max_delta)
+def _max_cell(spots: _Spots, params: IndexParams, target: TargetSymmetry) -> float:
+    """Longest basis vector searched (Å): given, 1.3 × the known cell's longest primitive
+    length, or from the spot spacing."""
     if params.max_cell is not None:
-        max_cell = params.max_cell
-    elif target.reduced_cell is not None:
-        max_cell = 1.3 * target.max_primitive_length
-    else:
-        max_cell = find_max_cell(spots.rlp, spots.phi, spots.entering, spots.imageset)
+        return params.max_cell
+    if target.reduced_cell is not None:
+        return 1.3 * target.max_primitive_length
+    return find_max_cell(spots.rlp, spots.phi, spots.entering, spots.imageset)
+
+
+def _find_lattices(spots: _Spots, params: IndexParams, target: TargetSymmetry, max_cell: float):
+    """Search, assign and refine lattices until ``max_lattices`` or the unindexed spots
+    run out. Returns the refined A matrices and their refinement results.
+
+    Each lattice gets ``n_macro_cycles`` of assignment and refinement with the
+    resolution limit widened from the search's d_min to all spots.
+    """
     d_all = float(spots.d.min())
     A_list: list[np.ndarray] = []
     results = []
-    hkl = cid = None
+    cid = None
     d_start = None
     while len(A_list) < params.max_lattices:
         if A_list:
@@ -299,7 +251,7 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
         for i in range(n_cycles):
             d_cut = max(d_start - i * step, 0.0) if i < n_cycles - 1 else 0.0
             try:
-                A_try, results_try, hkl, cid = _refine_all(spots, A_list, spots.d >= d_cut - 1e-9, params)
+                A_try, results_try, _, cid = _refine_all(spots, A_list, spots.d >= d_cut - 1e-9, params)
             except XtalError:
                 if len(A_list) == 1:
                     raise
@@ -309,56 +261,64 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
             A_list, results = A_try, results_try
         if A_try is None:
             break
-    # final assignment over all spots with the refined models
-    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset)
+    return A_list, results
+
+
+def _lattice_setting(spots: _Spots, A: np.ndarray, res, hkl: np.ndarray, sel: np.ndarray, params: IndexParams,
+                     target: TargetSymmetry, pixel: float) -> dict:
+    """The Bravais table of one lattice and its crystal in the chosen setting: P1, the
+    ``space_group=`` lattice or (``choose_bravais``) the recommended one.
+
+    ``hkl[sel]`` is reindexed in place into the chosen setting.
+    """
+    bravais_rows = _bravais_table(spots, A, hkl, sel, math.hypot(*res.rmsd_px_img[:2]) * pixel, params, pixel)
+    chosen = next(r for r in bravais_rows if r["bravais"] == "aP") if any(r["bravais"] == "aP" for r in bravais_rows) else None
+    want = None
+    if params.space_group:
+        want = lattice_of_space_group(target.space_group)
+        pool = [r for r in bravais_rows if r["bravais"] == want and r["metric_fit"] <= params.max_delta]
+        if params.unit_cell is not None and pool:
+            match = [r for r in pool if cells_similar(_sorted_if_needed(r["unit_cell"], want),
+                                                      _sorted_if_needed(params.unit_cell, want),
+                                                      params.relative_length_tolerance,
+                                                      params.absolute_angle_tolerance)]
+            pool = match or pool
+        if not pool:
+            raise XtalError(f"the lattice has no {want} setting within δ ≤ {params.max_delta:g}° "
+                            f"(space_group={params.space_group})")
+        chosen = min(pool, key=lambda r: r["metric_fit"])
+    elif params.choose_bravais:
+        rec = [r for r in bravais_rows if r["recommended"]]
+        if rec:
+            chosen = rec[0]
+    if chosen is None or chosen["bravais"] == "aP":
+        M = np.eye(3, dtype=int)
+        A_out, cov, sg_hall, rr = A, res.B_covariance, " P 1", res
+        cb = "a,b,c"
+    else:
+        M = np.array(chosen["M"], dtype=int)
+        rr = chosen["_result"]
+        A_out, cov = rr.A, rr.B_covariance
+        sg_hall = hall_symbol(target.space_group) if params.space_group else hall_symbol(LOWEST_SPACE_GROUP[chosen["bravais"]])
+        cb = chosen["cb_op"]
+        hkl[sel] = hkl[sel] @ M.T
+    crystal = Crystal.from_A(A_out, sg_hall)
+    if cov is not None and np.all(np.isfinite(cov)):
+        crystal.B_covariance = cov
+    for r in bravais_rows:
+        r.pop("_result", None)
+    return {"crystal": crystal, "cb_op": cb, "bravais": bravais_rows,
+            "lattice": chosen["bravais"] if chosen else "aP", "rmsd": rr.rmsd_px_img,
+            "used": rr.used, "n_used": rr.n_used}
+
+
+def _predictions(spots: _Spots, experiments: list[Experiment], lattices: list[dict], hkl: np.ndarray,
+                 cid: np.ndarray):
+    """xyzcal.mm (mm, mm, rad), xyzcal.px (px fast, slow, frame) and entering of the
+    indexed spots from their lattice's crystal; zeros (and the observed entering) elsewhere."""
     n = len(spots)
-    pixel = float(experiments[0].detector[0].pixel_size[0])
-    lattices = []
-    for k, (A, res) in enumerate(zip(A_list, results)):
-        sel = cid == k
-        bravais_rows = _bravais_table(spots, A, hkl, sel, math.hypot(*res.rmsd_px_img[:2]) * pixel, params, pixel)
-        chosen = next(r for r in bravais_rows if r["bravais"] == "aP") if any(r["bravais"] == "aP" for r in bravais_rows) else None
-        want = None
-        if params.space_group:
-            want = lattice_of_space_group(target.space_group)
-            pool = [r for r in bravais_rows if r["bravais"] == want and r["metric_fit"] <= params.max_delta]
-            if params.unit_cell is not None and pool:
-                match = [r for r in pool if cells_similar(_sorted_if_needed(r["unit_cell"], want),
-                                                          _sorted_if_needed(params.unit_cell, want),
-                                                          params.relative_length_tolerance,
-                                                          params.absolute_angle_tolerance)]
-                pool = match or pool
-            if not pool:
-                raise XtalError(f"the lattice has no {want} setting within δ ≤ {params.max_delta:g}° "
-                                f"(space_group={params.space_group})")
-            chosen = min(pool, key=lambda r: r["metric_fit"])
-        elif params.choose_bravais:
-            rec = [r for r in bravais_rows if r["recommended"]]
-            if rec:
-                chosen = rec[0]
-        if chosen is None or chosen["bravais"] == "aP":
-            M = np.eye(3, dtype=int)
-            A_out, cov, sg_hall, rr = A, res.B_covariance, " P 1", res
-            cb = "a,b,c"
-        else:
-            M = np.array(chosen["M"], dtype=int)
-            rr = chosen["_result"]
-            A_out, cov = rr.A, rr.B_covariance
-            sg_hall = hall_symbol(target.space_group) if params.space_group else hall_symbol(LOWEST_SPACE_GROUP[chosen["bravais"]])
-            cb = chosen["cb_op"]
-            hkl[sel] = hkl[sel] @ M.T
-        crystal = Crystal.from_A(A_out, sg_hall)
-        if cov is not None and np.all(np.isfinite(cov)):
-            crystal.B_covariance = cov
-        for r in bravais_rows:
-            r.pop("_result", None)
-        lattices.append({"crystal": crystal, "cb_op": cb, "bravais": bravais_rows,
-                         "lattice": chosen["bravais"] if chosen else "aP", "rmsd": rr.rmsd_px_img,
-                         "used": rr.used, "n_used": rr.n_used})
-    # predictions and columns
     xyzcal_mm = np.zeros((n, 3))
     xyzcal_px = np.zeros((n, 3))
-    s1 = spots.cols["s1"].copy()
     entering = spots.entering.copy()
     for k, lat in enumerate(lattices):
         A = lat["crystal"].A
@@ -376,6 +336,31 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
                     px[ps] = p.millimeter_to_pixel(cal[ps, :2])
             xyzcal_px[sel] = np.column_stack([px, e.scan.frame_from_angle(np.degrees(cal[:, 2]))])
             entering[sel] = ent
+    return xyzcal_mm, xyzcal_px, entering
+
+
+def _index_group(experiments: list[Experiment], tables: list[dict], params: IndexParams) -> dict:
+    """Index one sweep (or all sweeps jointly). Returns crystals, columns and rows."""
+    t0 = time.time()
+    n_in = sum(len(t["xyzobs.px.value"]) for t in tables)
+    if n_in == 0:
+        raise XtalError("no spots to index")
+    if n_in < params.min_spots:
+        raise XtalError(f"too few spots to index ({n_in}; need at least {params.min_spots})")
+    spots = _Spots(experiments, tables, params.sigma_phi_deg)
+    target = TargetSymmetry.make(params.unit_cell, params.space_group,
+                                 relative_length_tolerance=params.relative_length_tolerance,
+                                 absolute_angle_tolerance=params.absolute_angle_tolerance,
+                                 max_delta=params.max_delta)
+    max_cell = _max_cell(spots, params, target)
+    A_list, results = _find_lattices(spots, params, target, max_cell)
+    # final assignment over all spots with the refined models
+    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset)
+    pixel = float(experiments[0].detector[0].pixel_size[0])
+    lattices = [_lattice_setting(spots, A, res, hkl, cid == k, params, target, pixel)
+                for k, (A, res) in enumerate(zip(A_list, results))]
+    xyzcal_mm, xyzcal_px, entering = _predictions(spots, experiments, lattices, hkl, cid)
+    s1 = spots.cols["s1"].copy()
     flags_add = np.where(cid >= 0, int(Flags.indexed), 0).astype(np.uint64)
     rows = []
     for j, e in enumerate(experiments):
@@ -431,13 +416,152 @@ def _split(experiments: ExperimentList, reflections: ReflectionTable) -> list[np
     return out
 
 
+def _run_jobs(jobs: list, params: IndexParams, progress) -> list[dict]:
+    """``_safe_index_group`` of every job, in parallel processes when ``nproc > 1``."""
+    results = [None] * len(jobs)
+    done = 0
+    if params.nproc > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=params.nproc, mp_context=ctx) as pool:
+            futures = {pool.submit(_safe_index_group, job): k for k, job in enumerate(jobs)}
+            for f in as_completed(futures):
+                k = futures[f]
+                results[k] = f.result()
+                done += 1
+                if progress:
+                    progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
+    else:
+        for k, job in enumerate(jobs):
+            results[k] = _safe_index_group(job)
+            done += 1
+            if progress:
+                progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
+    return results
+
+
+def _failed_rows(group: list[int], res: dict, experiments, rows_of) -> list[dict]:
+    """Summary rows of the sweeps of a group that could not be indexed."""
+    out = []
+    for i in group:
+        row = {"sweep": i, "identifier": experiments[i].identifier, "status": "failed",
+               "reason": res["reason"], "n_spots": int(len(rows_of[i]))}
+        if "traceback" in res:
+            row["traceback"] = res["traceback"]
+        out.append(row)
+    return out
+
+
+def _indexed_row(i: int, experiment: Experiment, res: dict, per: dict) -> dict:
+    """Summary row of sweep ``i`` indexed in the group result ``res`` (first lattice's numbers)."""
+    lat0 = res["lattices"][0]
+    c = lat0["crystal"]
+    sd = c.cell_parameter_sd()
+    return {"sweep": i, "identifier": experiment.identifier, "status": "indexed", "reason": "",
+            **per, "n_lattices": len(res["lattices"]),
+            "unit_cell": [float(x) for x in c.unit_cell],
+            "unit_cell_sd": [float(x) for x in sd] if sd else None,
+            "space_group": c.space_group_symbol, "lattice": lat0["lattice"], "cb_op": lat0["cb_op"],
+            "rmsd_x_px": lat0["rmsd"][0], "rmsd_y_px": lat0["rmsd"][1],
+            "rmsd_z_images": lat0["rmsd"][2], "n_used_in_refinement": lat0["n_used"],
+            "max_cell": res["max_cell"], "seconds": res["seconds"],
+            "lattices": [{"unit_cell": [float(x) for x in L["crystal"].unit_cell],
+                          "space_group": L["crystal"].space_group_symbol, "cb_op": L["cb_op"],
+                          "rmsd": list(L["rmsd"]), "bravais_settings": L["bravais"]}
+                         for L in res["lattices"]]}
+
+
+def _indexed_table(reflections: ReflectionTable, rows: np.ndarray, res: dict, j: int, expt_ids: dict,
+                   out_expts: ExperimentList, imageset_id: int) -> ReflectionTable:
+    """The input rows of local sweep ``j`` with the group result's indices, columns and flags."""
+    s = res["imageset"] == j
+    t = reflections.select(rows)
+    lid = res["lattice_id"][s]
+    ids = np.full(len(rows), -1, np.int32)
+    for k in range(len(res["lattices"])):
+        ids[lid == k] = expt_ids[(k, j)]
+    t["id"] = ids
+    t["miller_index"] = res["miller_index"][s]
+    for name, arr in res["columns"].items():
+        t[name] = arr[s]
+    flags = t["flags"].astype(np.uint64) if "flags" in t else np.zeros(len(t), np.uint64)
+    flags = flags & ~np.uint64(int(Flags.indexed) | int(Flags.used_in_refinement))
+    flags |= res["flags_add"][s]
+    t["flags"] = flags
+    t["imageset_id"] = np.full(len(t), imageset_id, np.int32)
+    t.experiment_identifiers = {expt_ids[(k, j)]: out_expts[expt_ids[(k, j)]].identifier
+                                for k in range(len(res["lattices"]))}
+    return t
+
+
+def _collect(groups, results, experiments, reflections, rows_of):
+    """Indexed experiments (one per lattice and sweep), their tables and the sweep rows."""
+    out_expts = ExperimentList()
+    tables = []
+    sweeps = []
+    for g, res in zip(groups, results):
+        if not res["ok"]:
+            sweeps += _failed_rows(g, res, experiments, rows_of)
+            continue
+        expt_ids = {}  # (lattice k, local sweep j) -> output id
+        for k, lat in enumerate(res["lattices"]):
+            for j, i in enumerate(g):
+                e = experiments[i]
+                new = Experiment(beam=e.beam, detector=e.detector, goniometer=e.goniometer, scan=e.scan,
+                                 crystal=lat["crystal"], imageset=e.imageset, profile=e.profile,
+                                 identifier=e.identifier if k == 0 else str(uuid.uuid4()))
+                expt_ids[(k, j)] = len(out_expts)
+                out_expts.append(new)
+        for j, i in enumerate(g):
+            tables.append(_indexed_table(reflections, rows_of[i], res, j, expt_ids, out_expts, len(tables)))
+            sweeps.append(_indexed_row(i, experiments[i], res, res["per_sweep"][j]))
+    sweeps.sort(key=lambda r: r["sweep"])
+    return out_expts, tables, sweeps
+
+
 def run_index(experiments: ExperimentList, reflections: ReflectionTable, params: IndexParams,
               progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
-    """Index sweeps; returns (indexed experiments, indexed reflections, summary).
+    """Index rotation sweeps (the stage ``xtal index``, dials.index).
 
-    ``progress(fraction, message)`` is called as sweeps finish. The summary has one
-    row per input sweep (``status`` indexed/failed and ``reason``), the Bravais table
-    of each lattice and the overall counts.
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Imported sweeps (beam, detector, goniometer, scan; DIALS lab frame).
+    reflections : ReflectionTable
+        Their spots (``strong.refl``): ``xyzobs.px.value`` in pixels (x fast,
+        y slow, z frame) with its variance, ``panel`` and ``id`` (= experiment);
+        only spots flagged strong are used when any are.
+    params : IndexParams
+        ``joint=true`` indexes all sweeps as one crystal, ``false`` each alone
+        (in ``nproc`` processes); ``unit_cell`` (Å, deg) and ``space_group`` are
+        the known symmetry.
+    progress : callable, optional
+        ``progress(fraction, message)`` as groups of sweeps finish.
+
+    Returns
+    -------
+    experiments : ExperimentList
+        One experiment per sweep and lattice, with the crystal (A = U·B in the
+        DIALS lab frame, Å⁻¹) in P1 or the chosen Bravais setting.
+    reflections : ReflectionTable
+        The input spots with ``miller_index`` (in that setting), ``id`` (−1 if
+        unindexed), ``xyzobs.mm.value`` (mm, mm, rad), ``xyzcal.mm``,
+        ``xyzcal.px``, ``s1``, ``rlp`` (Å⁻¹), ``entering`` and the indexed flag.
+    summary : dict
+        One row per input sweep (``status`` indexed/failed and ``reason``; cell
+        in Å and deg, RMSDs in px and images, the Bravais table of each lattice)
+        and the overall counts.
+
+    Raises
+    ------
+    XtalError
+        If there is nothing to index, the symmetry priors are impossible, or no
+        sweep could be indexed.
+
+    Examples
+    --------
+    >>> params = IndexParams(joint=False, unit_cell=(78.1, 78.1, 78.1, 90, 90, 90), space_group="I 21 3")
+    >>> indexed_expts, indexed, summary = run_index(experiments, strong, params)
+    >>> [s["percent_indexed"] for s in summary["sweeps"]]
     """
     if len(experiments) == 0:
         raise XtalError("no experiments to index")
@@ -453,85 +577,8 @@ def run_index(experiments: ExperimentList, reflections: ReflectionTable, params:
     else:
         groups = [[i] for i in range(len(experiments))]
     jobs = [([experiments[i] for i in g], [table_of(i) for i in g], params) for g in groups]
-    results = [None] * len(jobs)
-    done = 0
-    if params.nproc > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=params.nproc, mp_context=ctx) as pool:
-            futures = {pool.submit(_safe_index_group, job): k for k, job in enumerate(jobs)}
-            from concurrent.futures import as_completed
-            for f in as_completed(futures):
-                k = futures[f]
-                results[k] = f.result()
-                done += 1
-                if progress:
-                    progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
-    else:
-        for k, job in enumerate(jobs):
-            results[k] = _safe_index_group(job)
-            done += 1
-            if progress:
-                progress(done / len(jobs), f"indexed {done}/{len(jobs)}")
-
-    out_expts = ExperimentList()
-    tables = []
-    sweeps = []
-    import uuid
-    for g, res in zip(groups, results):
-        if not res["ok"]:
-            for i in g:
-                row = {"sweep": i, "identifier": experiments[i].identifier, "status": "failed",
-                       "reason": res["reason"], "n_spots": int(len(rows_of[i]))}
-                if "traceback" in res:
-                    row["traceback"] = res["traceback"]
-                sweeps.append(row)
-            continue
-        expt_ids = {}  # (lattice k, local sweep j) -> output id
-        for k, lat in enumerate(res["lattices"]):
-            for j, i in enumerate(g):
-                e = experiments[i]
-                new = Experiment(beam=e.beam, detector=e.detector, goniometer=e.goniometer, scan=e.scan,
-                                 crystal=lat["crystal"], imageset=e.imageset, profile=e.profile,
-                                 identifier=e.identifier if k == 0 else str(uuid.uuid4()))
-                expt_ids[(k, j)] = len(out_expts)
-                out_expts.append(new)
-        for j, i in enumerate(g):
-            rows = rows_of[i]
-            s = res["imageset"] == j
-            t = reflections.select(rows)
-            lid = res["lattice_id"][s]
-            ids = np.full(len(rows), -1, np.int32)
-            for k in range(len(res["lattices"])):
-                ids[lid == k] = expt_ids[(k, j)]
-            t["id"] = ids
-            t["miller_index"] = res["miller_index"][s]
-            for name, arr in res["columns"].items():
-                t[name] = arr[s]
-            flags = t["flags"].astype(np.uint64) if "flags" in t else np.zeros(len(t), np.uint64)
-            flags = flags & ~np.uint64(int(Flags.indexed) | int(Flags.used_in_refinement))
-            flags |= res["flags_add"][s]
-            t["flags"] = flags
-            t["imageset_id"] = np.full(len(t), len(tables), np.int32)
-            t.experiment_identifiers = {expt_ids[(k, j)]: out_expts[expt_ids[(k, j)]].identifier
-                                        for k in range(len(res["lattices"]))}
-            tables.append(t)
-            per = res["per_sweep"][j]
-            lat0 = res["lattices"][0]
-            c = lat0["crystal"]
-            sd = c.cell_parameter_sd()
-            sweeps.append({"sweep": i, "identifier": experiments[i].identifier, "status": "indexed", "reason": "",
-                           **per, "n_lattices": len(res["lattices"]),
-                           "unit_cell": [float(x) for x in c.unit_cell],
-                           "unit_cell_sd": [float(x) for x in sd] if sd else None,
-                           "space_group": c.space_group_symbol, "lattice": lat0["lattice"], "cb_op": lat0["cb_op"],
-                           "rmsd_x_px": lat0["rmsd"][0], "rmsd_y_px": lat0["rmsd"][1],
-                           "rmsd_z_images": lat0["rmsd"][2], "n_used_in_refinement": lat0["n_used"],
-                           "max_cell": res["max_cell"], "seconds": res["seconds"],
-                           "lattices": [{"unit_cell": [float(x) for x in L["crystal"].unit_cell],
-                                         "space_group": L["crystal"].space_group_symbol, "cb_op": L["cb_op"],
-                                         "rmsd": list(L["rmsd"]), "bravais_settings": L["bravais"]}
-                                        for L in res["lattices"]]})
-    sweeps.sort(key=lambda r: r["sweep"])
+    results = _run_jobs(jobs, params, progress)
+    out_expts, tables, sweeps = _collect(groups, results, experiments, reflections, rows_of)
     if tables:
         table = ReflectionTable.concatenate(tables) if len(tables) > 1 else tables[0]
     else:
@@ -543,5 +590,5 @@ def run_index(experiments: ExperimentList, reflections: ReflectionTable, params:
                "n_indexed": int(sum(s.get("n_indexed", 0) for s in sweeps))}
     if n_ok == 0:
         reasons = "; ".join(f"sweep {s['sweep']}: {s['reason']}" for s in sweeps)
-        raise XtalError(f"no sweep could be indexed ({reasons})")
+        raise SweepError(f"no sweep could be indexed ({reasons})", {int(s["sweep"]): s["reason"] for s in sweeps})
     return out_expts, table, summary

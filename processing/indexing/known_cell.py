@@ -25,22 +25,25 @@ from .lattice import niggli_reduce, reduced_cells_similar, cells_similar
 from .vectors import tidy_vectors
 
 
-def validate_cell(cell) -> tuple[float, ...]:
+def validate_cell(cell) -> tuple[float, ...] | None:
+    """The cell as 6 floats (Å, deg), or XtalError (``field`` unit_cell) if it is impossible."""
     if cell is None:
         return None
     if len(cell) != 6:
-        raise XtalError(f"unit_cell needs 6 numbers (a, b, c, α, β, γ), got {len(cell)}")
+        raise XtalError(f"unit_cell needs 6 numbers (a, b, c, α, β, γ), got {len(cell)}", field="unit_cell")
     a, b, c, al, be, ga = (float(x) for x in cell)
     if min(a, b, c) <= 0 or not all(map(math.isfinite, (a, b, c))):
-        raise XtalError(f"unit_cell lengths must be positive, got {a:g}, {b:g}, {c:g}")
+        raise XtalError(f"unit_cell lengths must be positive, got {a:g}, {b:g}, {c:g}", field="unit_cell")
     if not all(0 < x < 180 for x in (al, be, ga)):
-        raise XtalError(f"unit_cell angles must lie between 0 and 180°, got {al:g}, {be:g}, {ga:g}")
+        raise XtalError(f"unit_cell angles must lie between 0 and 180°, got {al:g}, {be:g}, {ga:g}",
+                        field="unit_cell")
     try:
         v = gemmi.UnitCell(a, b, c, al, be, ga).volume
     except Exception:
         v = float("nan")
     if not (v > 0 and math.isfinite(v)):
-        raise XtalError(f"unit_cell {a:g},{b:g},{c:g},{al:g},{be:g},{ga:g} is impossible (the angles close no cell)")
+        raise XtalError(f"unit_cell {a:g},{b:g},{c:g},{al:g},{be:g},{ga:g} is impossible (the angles close no cell)",
+                        field="unit_cell")
     return (a, b, c, al, be, ga)
 
 
@@ -62,13 +65,13 @@ class TargetSymmetry:
         if space_group:
             sg = gemmi.find_spacegroup_by_name(str(space_group))
             if sg is None:
-                raise XtalError(f"unknown space group {space_group!r}")
+                raise XtalError(f"unknown space group {space_group!r}", field="space_group")
             sg_name = sg.xhm()
             lattice = lattice_of_space_group(sg_name)
             if cell is not None and not gemmi.UnitCell(*cell).is_compatible_with_spacegroup(sg, 1e-2):
                 raise XtalError(f"unit_cell={','.join(f'{v:g}' for v in cell)} does not fit space group "
                                 f"{sg.xhm()} ({sg.crystal_system_str()}); give the cell in that space "
-                                "group's setting, or leave out space_group=")
+                                "group's setting, or leave out space_group=", field="unit_cell")
         reduced = None
         if cell is not None:
             R = np.linalg.inv(b_matrix(cell))  # rows a, b, c

@@ -164,77 +164,83 @@ class RefineResult:
     cell_sd: tuple | None
 
 
-def refine_crystal(A0: np.ndarray, blocks: list[Block], family: str = "a", *,
-                   outlier_rejection: bool = True, iqr_multiplier: float = 1.5,
-                   max_nfev: int = 20, n_rounds: int = 2) -> RefineResult:
-    """Refine orientation and the ``family``'s free cell parameters (see module doc)."""
-    A0 = np.asarray(A0, dtype=float)
-    cell0 = cell_from_real_space(np.linalg.inv(A0))
-    free = _FREE[family]
-    p_cell0 = np.array([cell0[i] for i in free], dtype=float)
-    if family in ("t", "h"):
-        p_cell0 = np.array([(cell0[0] + cell0[1]) / 2, cell0[2]])
-    elif family == "c":
-        p_cell0 = np.array([np.mean(cell0[:3])])
-    B0 = b_matrix(cell_from_free(family, p_cell0, cell0))
-    U0 = closest_rotation(A0 @ np.linalg.inv(B0))
-    scale = np.concatenate([np.full(3, 1e-3), np.maximum(np.abs(p_cell0), 1.0) * 1e-3])
+class _CrystalModel:
+    """A(x) = R(θ₁,θ₂,θ₃)·U₀·B(p) for the scaled parameter vector x: three rotations
+    about lab x, y, z in mrad, then the family's free cell parameters in units of
+    1e-3 of their starting values (Å, deg)."""
 
-    def A_of(x):
-        th = x[:3] * scale[:3]
+    def __init__(self, A0: np.ndarray, family: str):
+        self.family = family
+        self.cell0 = cell0 = cell_from_real_space(np.linalg.inv(A0))
+        p_cell0 = np.array([cell0[i] for i in _FREE[family]], dtype=float)
+        if family in ("t", "h"):
+            p_cell0 = np.array([(cell0[0] + cell0[1]) / 2, cell0[2]])
+        elif family == "c":
+            p_cell0 = np.array([np.mean(cell0[:3])])
+        self.p_cell0 = p_cell0
+        B0 = b_matrix(cell_from_free(family, p_cell0, cell0))
+        self.U0 = closest_rotation(A0 @ np.linalg.inv(B0))
+        self.scale = np.concatenate([np.full(3, 1e-3), np.maximum(np.abs(p_cell0), 1.0) * 1e-3])
+
+    def cell_parameters(self, x: np.ndarray) -> np.ndarray:
+        """The free cell parameters (Å, deg) at x."""
+        return self.p_cell0 + x[3:] * self.scale[3:]
+
+    def A(self, x: np.ndarray) -> np.ndarray:
+        """The setting matrix A = U·B (Å⁻¹, lab frame at φ = 0) at x."""
+        th = x[:3] * self.scale[:3]
         R = axis_angle_matrix([1, 0, 0], th[0]) @ axis_angle_matrix([0, 1, 0], th[1]) @ axis_angle_matrix([0, 0, 1], th[2])
-        pc = p_cell0 + x[3:] * scale[3:]
-        return R @ U0 @ b_matrix(cell_from_free(family, pc, cell0))
+        return R @ self.U0 @ b_matrix(cell_from_free(self.family, self.cell_parameters(x), self.cell0))
 
-    sig = [_sigmas(b) for b in blocks]
-    used = [np.ones(len(b.miller_index), bool) for b in blocks]
 
-    def raw_residuals(A):
-        out = []
-        for b in blocks:
-            cal, _, _, valid = predict(A, b.experiment, b.miller_index, b.obs[:, 2], b.panel)
-            r = cal - b.obs
-            r[~valid] = np.nan
-            out.append(r)
-        return out
+def _raw_residuals(A: np.ndarray, blocks: list[Block]) -> list[np.ndarray]:
+    """Per block, calculated − observed (x mm, y mm, φ rad); NaN rows where nothing is predicted."""
+    out = []
+    for b in blocks:
+        cal, _, _, valid = predict(A, b.experiment, b.miller_index, b.obs[:, 2], b.panel)
+        r = cal - b.obs
+        r[~valid] = np.nan
+        out.append(r)
+    return out
 
+
+def _objective(model: _CrystalModel, blocks: list[Block], sig: list[np.ndarray], used: list[np.ndarray]):
+    """x → weighted residuals of the used reflections (an unpredicted one counts as 30σ)."""
     def fun(x):
-        A = A_of(x)
         parts = []
-        for b, s, u, r in zip(blocks, sig, used, raw_residuals(A)):
+        for s, u, r in zip(sig, used, _raw_residuals(model.A(x), blocks)):
             w = r[u] / s[u]
             parts.append(np.nan_to_num(w, nan=30.0).ravel())
         return np.concatenate(parts) if parts else np.zeros(0)
+    return fun
 
-    x = np.zeros(3 + len(p_cell0))
-    for rnd in range(n_rounds):
-        if outlier_rejection:
-            res = raw_residuals(A_of(x))
-            for k, r in enumerate(res):
-                bad = ~np.all(np.isfinite(r), axis=1)
-                good = ~bad
-                out = np.zeros(len(r), bool)
-                out[good] = tukey_outliers(r[good], iqr_multiplier)
-                used[k] = good & ~out
-        n_obs = sum(int(u.sum()) for u in used) * 3
-        if n_obs <= len(x) + 3:
-            break
-        sol = levenberg_marquardt(fun, x, max_iter=max_nfev)
-        x = sol.x
-    A = A_of(x)
-    # covariance from the final Jacobian
-    cov_cell = None
-    Bcov = None
-    cell_sd = None
+
+def _tukey_inliers(residuals: list[np.ndarray], iqr_multiplier: float) -> list[np.ndarray]:
+    """Per block, the predicted reflections that are not Tukey outliers in X, Y or φ."""
+    used = []
+    for r in residuals:
+        good = np.all(np.isfinite(r), axis=1)
+        out = np.zeros(len(r), bool)
+        out[good] = tukey_outliers(r[good], iqr_multiplier)
+        used.append(good & ~out)
+    return used
+
+
+def _covariances(sol: _Solution | None, x: np.ndarray, model: _CrystalModel):
+    """(B covariance 9×9, cell standard deviations (Å, deg)) from the final Jacobian:
+    (JᵀJ)⁻¹ times the reduced χ², propagated by finite differences; (None, None) if singular."""
+    if sol is None:
+        return None, None
+    Bcov = cell_sd = None
     try:
         J = sol.jac
         n_obs, n_par = J.shape
         chi2 = float(sol.fun @ sol.fun) / max(n_obs - n_par, 1)
         cov = np.linalg.inv(J.T @ J) * chi2
-        D = np.diag(scale[: n_par])
+        D = np.diag(model.scale[: n_par])
         cov = D @ cov @ D
         cov_cell = cov[3:, 3:]
-        pc = p_cell0 + x[3:] * scale[3:]
+        pc = model.cell_parameters(x)
         Jb = np.zeros((9, len(pc)))
         Jc = np.zeros((6, len(pc)))
         for k in range(len(pc)):
@@ -242,16 +248,21 @@ def refine_crystal(A0: np.ndarray, blocks: list[Block], family: str = "a", *,
             up, dn = pc.copy(), pc.copy()
             up[k] += hstep
             dn[k] -= hstep
-            cu, cd = cell_from_free(family, up, cell0), cell_from_free(family, dn, cell0)
+            cu, cd = cell_from_free(model.family, up, model.cell0), cell_from_free(model.family, dn, model.cell0)
             Jb[:, k] = (b_matrix(cu).ravel() - b_matrix(cd).ravel()) / (2 * hstep)
             Jc[:, k] = (np.array(cu) - np.array(cd)) / (2 * hstep)
         Bcov = Jb @ cov_cell @ Jb.T
         cell_sd = tuple(float(math.sqrt(max(v, 0))) for v in np.diag(Jc @ cov_cell @ Jc.T))
-    except (np.linalg.LinAlgError, NameError, ValueError):
+    except (np.linalg.LinAlgError, ValueError):
         pass
+    return Bcov, cell_sd
+
+
+def _rmsds(A: np.ndarray, blocks: list[Block], used: list[np.ndarray]) -> tuple[tuple, int]:
+    """((X px, Y px, Z images) RMSDs over the used, predicted reflections, their number)."""
     rx = ry = rz = 0.0
     n_used = 0
-    for b, u, r in zip(blocks, used, raw_residuals(A)):
+    for b, u, r in zip(blocks, used, _raw_residuals(A, blocks)):
         rr = r[u]
         rr = rr[np.all(np.isfinite(rr), axis=1)]
         if not len(rr):
@@ -263,6 +274,28 @@ def refine_crystal(A0: np.ndarray, blocks: list[Block], family: str = "a", *,
         rz += float(np.sum((rr[:, 2] / osc) ** 2))
         n_used += len(rr)
     n = max(n_used, 1)
+    return (math.sqrt(rx / n), math.sqrt(ry / n), math.sqrt(rz / n)), n_used
+
+
+def refine_crystal(A0: np.ndarray, blocks: list[Block], family: str = "a", *,
+                   outlier_rejection: bool = True, iqr_multiplier: float = 1.5,
+                   max_nfev: int = 20, n_rounds: int = 2) -> RefineResult:
+    """Refine orientation and the ``family``'s free cell parameters (see module doc)."""
+    model = _CrystalModel(np.asarray(A0, dtype=float), family)
+    sig = [_sigmas(b) for b in blocks]
+    used = [np.ones(len(b.miller_index), bool) for b in blocks]
+    x = np.zeros(3 + len(model.p_cell0))
+    sol = None
+    for _ in range(n_rounds):
+        if outlier_rejection:
+            used = _tukey_inliers(_raw_residuals(model.A(x), blocks), iqr_multiplier)
+        n_obs = sum(int(u.sum()) for u in used) * 3
+        if n_obs <= len(x) + 3:
+            break
+        sol = levenberg_marquardt(_objective(model, blocks, sig, used), x, max_iter=max_nfev)
+        x = sol.x
+    A = model.A(x)
+    Bcov, cell_sd = _covariances(sol, x, model)
+    rmsd, n_used = _rmsds(A, blocks, used)
     return RefineResult(A=A, cell=cell_from_real_space(np.linalg.inv(A)), B_covariance=Bcov, used=used,
-                        rmsd_px_img=(math.sqrt(rx / n), math.sqrt(ry / n), math.sqrt(rz / n)),
-                        n_used=n_used, cell_sd=cell_sd)
+                        rmsd_px_img=rmsd, n_used=n_used, cell_sd=cell_sd)

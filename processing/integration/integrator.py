@@ -28,13 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..errors import XtalError
+from ..errors import SweepError, XtalError
 from ..geometry.prediction import predict_rotation
 from ..models import Experiment, ExperimentList
-from ..params import param
 from ..reflections import Flags, ReflectionTable
+from ..summary import finite_mean
 from .background import BACKGROUND_ALGORITHMS, estimate_background
 from .corrections import lp_correction, partiality, qe_correction
+from .params import IntegrateParams
 from .profile_fitting import (GridSpec, ReferenceProfiles, fit_profile, frame_cells, pixel_cells,
                               region_index)
 from .profile_model import ProfileModel, estimate_sigma_b, estimate_sigma_m, window_moments
@@ -43,47 +44,6 @@ from .shoebox import (POOL_OVERLOAD, POOL_OWNED, POOL_VALID, compute_bbox, corne
 from .summation import centroid_finish, summation
 
 __all__ = ["IntegrateParams", "run_integrate", "integrate_sweep"]
-
-
-@dataclass(frozen=True)
-class IntegrateParams:
-    """Parameters of ``xtal integrate`` (dials.integrate)."""
-
-    d_min: float | None = param(None, "resolution limit of the prediction (Å); default: the detector corners")
-    nproc: int = param(1, "processes: sweeps and blocks of images are integrated in parallel")
-    profile_fitting: bool = param(True, "fit 3-D reference profiles (intensity.prf); summation is always done")
-    background_algorithm: str = param("glm", "background model: glm (robust Poisson, DIALS's default) or simple (mean)")
-    n_sigma: float = param(3.0, "shoebox half-size in standard deviations of the profile model")
-    sigma_b: float | None = param(None, "override σ_b (degrees); default: estimated from indexed reflections")
-    sigma_m: float | None = param(None, "override σ_m (degrees); default: estimated from indexed reflections")
-    min_zeta: float = param(0.05, "skip reflections with |ζ| below this (too close to the rotation axis)")
-    grid_size: int = param(5, "reference profile grid half-size (the grid has 2·n+1 cells per axis)")
-    scan_step: float = param(5.0, "degrees of rotation per reference-profile block")
-    min_reference: int = param(10, "fewest references for a region's own profile (else the sweep's)")
-    max_reference: int = param(3000, "most references per sweep used to model the profile")
-    block_memory_mb: float = param(256.0, "memory for the shoeboxes of one block of images (MB)")
-    tuning_constant: float = param(1.345, "Huber tuning constant of the robust background")
-    min_background_pixels: int = param(10, "fewest background pixels for a background estimate")
-    valid_foreground_threshold: float = param(
-        0.75, "profile.valid_foreground_threshold: fewest valid foreground pixels (fraction) for profile fitting")
-
-    def __post_init__(self):
-        if self.d_min is not None and not self.d_min > 0:
-            raise ValueError(f"d_min must be positive, got {self.d_min}")
-        if self.nproc < 1:
-            raise ValueError("nproc must be at least 1")
-        if self.background_algorithm not in BACKGROUND_ALGORITHMS:
-            raise ValueError(f"background_algorithm must be one of {', '.join(BACKGROUND_ALGORITHMS)}")
-        if not self.n_sigma > 0:
-            raise ValueError("n_sigma must be positive")
-        if not 0.0 <= self.valid_foreground_threshold <= 1.0:
-            raise ValueError("valid_foreground_threshold must be between 0 and 1")
-        if self.grid_size < 1:
-            raise ValueError("grid_size must be at least 1")
-        for name in ("sigma_b", "sigma_m"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"{name} must be positive")
 
 
 # result columns of the kernel
@@ -448,6 +408,143 @@ class SweepPlan:
     ref_bbox_half: tuple[float, float, float]
 
 
+def _reference_windows(xyz: np.ndarray, half: tuple[float, float, float], scan) -> np.ndarray:
+    """Window boxes (x0, x1, y0, y1, z0, z1; px and frames, ends exclusive) of ``half``
+    half-widths around the predicted centres ``xyz``, clipped to the scan."""
+    hx, hy, hz = half
+    wbox = np.zeros((len(xyz), 6), dtype=np.int32)
+    wbox[:, 0] = np.floor(xyz[:, 0] - hx)
+    wbox[:, 1] = np.ceil(xyz[:, 0] + hx)
+    wbox[:, 2] = np.floor(xyz[:, 1] - hy)
+    wbox[:, 3] = np.ceil(xyz[:, 1] + hy)
+    za, zb = scan.array_range
+    wbox[:, 4] = np.clip(np.floor(xyz[:, 2] - hz), za, zb - 1)
+    wbox[:, 5] = np.clip(np.ceil(xyz[:, 2] + hz), wbox[:, 4] + 1, zb)
+    return wbox
+
+
+@dataclass
+class _RefWindows:
+    """The pixels read around the references, and their window moments."""
+
+    pool: np.ndarray
+    pool_mask: np.ndarray
+    off: np.ndarray
+    wbox: np.ndarray
+    fr: object  # KabschFrames of the references
+    xyz: np.ndarray
+    panel_of: np.ndarray
+    pan_geo: list
+    frames: np.ndarray | None = None  # per-frame signal of the last ``measure``
+
+    def __post_init__(self):
+        self.nzw = (self.wbox[:, 5] - self.wbox[:, 4]).astype(np.int64)
+        self.K = int(self.nzw.max()) if len(self.wbox) else 1
+
+    def measure(self, radius):
+        """(sw, swr2, bg, npix, bad) of every window within ``radius`` (rad) of the centre."""
+        n, K, fr, wbox = len(self.wbox), self.K, self.fr, self.wbox
+        sw, swr2, bg = np.zeros(n), np.zeros(n), np.zeros(n)
+        frames = np.zeros((n, K))
+        npix = np.zeros(n, dtype=np.int64)
+        bad = np.zeros(n, dtype=bool)
+        for k, geo in enumerate(self.pan_geo):
+            sel = np.nonzero(self.panel_of == k)[0]
+            if not len(sel):
+                continue
+            o, f, s, px, py = geo
+            sub_off = self.off[sel]
+            s_sw, s_swr2, s_bg = np.zeros(len(sel)), np.zeros(len(sel)), np.zeros(len(sel))
+            s_fr = np.zeros((len(sel), K))
+            s_np = np.zeros(len(sel), dtype=np.int64)
+            s_bad = np.zeros(len(sel), dtype=bool)
+            window_moments(self.pool, self.pool_mask, sub_off, wbox[sel], fr.e1[sel], fr.e2[sel], fr.s1e[sel], o, f, s,
+                           px, py, radius, s_sw, s_swr2, s_bg, s_fr, s_np, s_bad)
+            sw[sel], swr2[sel], bg[sel], frames[sel], npix[sel], bad[sel] = s_sw, s_swr2, s_bg, s_fr, s_np, s_bad
+        self.frames = frames
+        return sw, swr2, bg, npix, bad
+
+
+def _estimate_sigmas(plan: SweepPlan, params: IntegrateParams, win: _RefWindows):
+    """σ_b and σ_m (rad) from the reference windows, or the given overrides; and the
+    references used for σ_b."""
+    e = plan.experiment
+    scan = e.scan
+    n = len(win.wbox)
+    hx, hy, _ = plan.ref_bbox_half
+    panel0 = e.detector.panels[0]
+    pix_rad = panel0.pixel_size[0] / max(abs(panel0.distance), 1e-3)
+    if params.sigma_b is not None:
+        sigma_b = math.radians(params.sigma_b)
+        used = np.ones(n, dtype=bool)
+    else:
+        if n == 0:
+            raise XtalError(f"{plan.name}: no indexed reflections to model the profile from")
+        sigma_b, used = estimate_sigma_b(win.measure, max(hx, hy) * pix_rad / 4.0)
+        if used.sum() == 0:
+            raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
+                            f"to model the profile (is the crystal model right for these images?)")
+    if params.sigma_m is not None:
+        return sigma_b, math.radians(params.sigma_m), used
+    sw, swr2, bg, npix, bad = win.measure(3.0 * sigma_b)
+    frames, nzw, K, fr = win.frames, win.nzw, win.K, win.fr
+    noise = np.sqrt(np.abs(sw) + np.abs(bg) * npix + 1.0)
+    good = (~bad) & (sw > 10.0 * noise)
+    if good.sum() < 3:
+        good = (~bad) & (sw > 3.0 * noise)
+    if good.sum() == 0:
+        raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
+                        f"to model the mosaicity")
+    g = np.nonzero(good)[0]
+    edges = np.radians(scan.angle_from_frame(win.wbox[g, 4][:, None] + np.arange(K + 1)[None, :]))
+    npix_frame = np.maximum(npix[g] / np.maximum(nzw[g], 1), 1.0)
+    bgv = (np.abs(bg[g]) * npix_frame)[:, None] * np.ones((1, K))
+    sigma_m = estimate_sigma_m(frames[g], edges, fr.phi[g], fr.zeta[g], bgv, nzw[g])
+    if os.environ.get("XTAL_DEBUG_SIGMA"):
+        np.savez(os.environ["XTAL_DEBUG_SIGMA"], frames=frames[g], edges=edges, phi=fr.phi[g], zeta=fr.zeta[g],
+                 bgv=bgv, nzw=nzw[g], xyz=win.xyz[g], wbox=win.wbox[g])
+    return sigma_b, sigma_m, used
+
+
+def _learn_profiles(plan: SweepPlan, params: IntegrateParams, model: ProfileModel, win: _RefWindows,
+                    region: np.ndarray, used: np.ndarray, refs: ReferenceProfiles) -> int:
+    """Add the fully recorded references inside their windows to ``refs``; how many."""
+    e = plan.experiment
+    scan = e.scan
+    fr, wbox, xyz, panel_of = win.fr, win.wbox, win.xyz, win.panel_of
+    n_regions, grid = len(refs.count), refs.grid
+    bbox = compute_bbox(e, fr, xyz, panel_of, model.delta_b, model.delta_m)
+    inside = ((bbox[:, 0] >= wbox[:, 0]) & (bbox[:, 1] <= wbox[:, 1]) & (bbox[:, 2] >= wbox[:, 2])
+              & (bbox[:, 3] <= wbox[:, 3]))
+    pb = bbox.copy()
+    pb[:, 4] = np.maximum(bbox[:, 4], wbox[:, 4])
+    pb[:, 5] = np.minimum(bbox[:, 5], wbox[:, 5])
+    part = partiality(scan, fr.phi, fr.zeta, model.sigma_m, pb[:, 4], pb[:, 5])
+    learn = inside & (part > 0.95) & used
+    G = grid.G
+    acc = np.zeros((n_regions, G, G * G))
+    acc_count = np.zeros(n_regions, dtype=np.int64)
+    res = np.zeros((len(wbox), N_RES))
+    ires = np.zeros((len(wbox), N_IRES), dtype=np.int64)
+    dummy = np.zeros((n_regions, G, G * G))
+    prof_ok = np.zeros(n_regions, dtype=np.bool_)
+    for k, geo in enumerate(win.pan_geo):
+        sel = np.nonzero(panel_of == k)[0].astype(np.int64)
+        if not len(sel):
+            continue
+        o, f, s, px, py = geo
+        process_shoeboxes(sel, win.pool, win.pool_mask, win.off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
+                          o, f, s, px, py, math.radians(scan.oscillation[0]),
+                          math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
+                          model.delta_m, model.n_sigma, BACKGROUND_ALGORITHMS[params.background_algorithm],
+                          params.tuning_constant, params.min_background_pixels,
+                          params.valid_foreground_threshold, dummy, prof_ok,
+                          region, False, learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
+    refs.sum = acc.reshape(n_regions, G, G, G)
+    refs.count = acc_count
+    return int(acc_count.sum())
+
+
 def _reference_job(plan: SweepPlan, params: IntegrateParams):
     """Read windows around references; estimate σ_b, σ_m; learn reference profiles."""
     from ..io.images import open_imageset
@@ -460,115 +557,21 @@ def _reference_job(plan: SweepPlan, params: IntegrateParams):
     rows = plan.reference
     xyz = pred["xyzcal.px"][rows]
     panel_of = pred["panel"][rows].astype(np.int64)
-    hx, hy, hz = plan.ref_bbox_half
-    wbox = np.zeros((len(rows), 6), dtype=np.int32)
-    wbox[:, 0] = np.floor(xyz[:, 0] - hx)
-    wbox[:, 1] = np.ceil(xyz[:, 0] + hx)
-    wbox[:, 2] = np.floor(xyz[:, 1] - hy)
-    wbox[:, 3] = np.ceil(xyz[:, 1] + hy)
+    wbox = _reference_windows(xyz, plan.ref_bbox_half, scan)
     za, zb = scan.array_range
-    wbox[:, 4] = np.clip(np.floor(xyz[:, 2] - hz), za, zb - 1)
-    wbox[:, 5] = np.clip(np.ceil(xyz[:, 2] + hz), wbox[:, 4] + 1, zb)
     pool, pool_mask, off = _read_into_pool(reader, e, wbox, xyz, panel_of, za, zb, static)
-    fr = plan.frames.select(rows)
+    win = _RefWindows(pool, pool_mask, off, wbox, plan.frames.select(rows), xyz, panel_of,
+                      [_panel_geometry(p) for p in e.detector.panels])
     info = {"n_reference": int(len(rows))}
-    # --- σ_b, σ_m
-    nzw = (wbox[:, 5] - wbox[:, 4]).astype(np.int64)
-    K = int(nzw.max()) if len(rows) else 1
-    pan_geo = [_panel_geometry(p) for p in e.detector.panels]
-
-    def measure(radius):
-        n = len(rows)
-        sw, swr2, bg = np.zeros(n), np.zeros(n), np.zeros(n)
-        frames = np.zeros((n, K))
-        npix = np.zeros(n, dtype=np.int64)
-        bad = np.zeros(n, dtype=bool)
-        for k, geo in enumerate(pan_geo):
-            sel = np.nonzero(panel_of == k)[0]
-            if not len(sel):
-                continue
-            o, f, s, px, py = geo
-            sub_off = off[sel]
-            s_sw, s_swr2, s_bg = np.zeros(len(sel)), np.zeros(len(sel)), np.zeros(len(sel))
-            s_fr = np.zeros((len(sel), K))
-            s_np = np.zeros(len(sel), dtype=np.int64)
-            s_bad = np.zeros(len(sel), dtype=bool)
-            window_moments(pool, pool_mask, sub_off, wbox[sel], fr.e1[sel], fr.e2[sel], fr.s1e[sel], o, f, s,
-                           px, py, radius, s_sw, s_swr2, s_bg, s_fr, s_np, s_bad)
-            sw[sel], swr2[sel], bg[sel], frames[sel], npix[sel], bad[sel] = s_sw, s_swr2, s_bg, s_fr, s_np, s_bad
-        measure.frames = frames
-        return sw, swr2, bg, npix, bad
-
-    panel0 = e.detector.panels[0]
-    pix_rad = panel0.pixel_size[0] / max(abs(panel0.distance), 1e-3)
-    if params.sigma_b is not None:
-        sigma_b = math.radians(params.sigma_b)
-        used = np.ones(len(rows), dtype=bool)
-    else:
-        if len(rows) == 0:
-            raise XtalError(f"{plan.name}: no indexed reflections to model the profile from")
-        sigma_b, used = estimate_sigma_b(measure, max(hx, hy) * pix_rad / 4.0)
-        if used.sum() == 0:
-            raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
-                            f"to model the profile (is the crystal model right for these images?)")
-    if params.sigma_m is not None:
-        sigma_m = math.radians(params.sigma_m)
-    else:
-        sw, swr2, bg, npix, bad = measure(3.0 * sigma_b)
-        frames = measure.frames
-        noise = np.sqrt(np.abs(sw) + np.abs(bg) * npix + 1.0)
-        good = (~bad) & (sw > 10.0 * noise)
-        if good.sum() < 3:
-            good = (~bad) & (sw > 3.0 * noise)
-        if good.sum() == 0:
-            raise XtalError(f"{plan.name}: no strong reflections found at the predicted positions "
-                            f"to model the mosaicity")
-        g = np.nonzero(good)[0]
-        edges = np.radians(scan.angle_from_frame(wbox[g, 4][:, None] + np.arange(K + 1)[None, :]))
-        npix_frame = np.maximum(npix[g] / np.maximum(nzw[g], 1), 1.0)
-        bgv = (np.abs(bg[g]) * npix_frame)[:, None] * np.ones((1, K))
-        sigma_m = estimate_sigma_m(frames[g], edges, fr.phi[g], fr.zeta[g], bgv, nzw[g])
-        if os.environ.get("XTAL_DEBUG_SIGMA"):
-            np.savez(os.environ["XTAL_DEBUG_SIGMA"], frames=frames[g], edges=edges, phi=fr.phi[g], zeta=fr.zeta[g], bgv=bgv, nzw=nzw[g], xyz=xyz[g], wbox=wbox[g])
+    sigma_b, sigma_m, used = _estimate_sigmas(plan, params, win)
     model = ProfileModel(sigma_b, sigma_m, params.n_sigma)
     info.update(sigma_b_deg=math.degrees(sigma_b), sigma_m_deg=math.degrees(sigma_m),
                 n_used_for_sigma=int(np.sum(used)))
-    # --- reference profiles
     grid = GridSpec(params.grid_size)
     region_all, n_regions = region_index(e, pred["xyzcal.px"], pred["panel"], 3, params.scan_step)
     refs = ReferenceProfiles(n_regions, grid)
     if params.profile_fitting:
-        bbox = compute_bbox(e, fr, xyz, panel_of, model.delta_b, model.delta_m)
-        inside = ((bbox[:, 0] >= wbox[:, 0]) & (bbox[:, 1] <= wbox[:, 1]) & (bbox[:, 2] >= wbox[:, 2])
-                  & (bbox[:, 3] <= wbox[:, 3]))
-        pb = bbox.copy()
-        pb[:, 4] = np.maximum(bbox[:, 4], wbox[:, 4])
-        pb[:, 5] = np.minimum(bbox[:, 5], wbox[:, 5])
-        part = partiality(scan, fr.phi, fr.zeta, model.sigma_m, pb[:, 4], pb[:, 5])
-        learn = inside & (part > 0.95) & used
-        region = region_all[rows]
-        G = grid.G
-        acc = np.zeros((n_regions, G, G * G))
-        acc_count = np.zeros(n_regions, dtype=np.int64)
-        res = np.zeros((len(rows), N_RES))
-        ires = np.zeros((len(rows), N_IRES), dtype=np.int64)
-        dummy = np.zeros((n_regions, G, G * G))
-        prof_ok = np.zeros(n_regions, dtype=np.bool_)
-        for k, geo in enumerate(pan_geo):
-            sel = np.nonzero(panel_of == k)[0].astype(np.int64)
-            if not len(sel):
-                continue
-            o, f, s, px, py = geo
-            process_shoeboxes(sel, pool, pool_mask, off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
-                              o, f, s, px, py, math.radians(scan.oscillation[0]),
-                              math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
-                              model.delta_m, model.n_sigma, BACKGROUND_ALGORITHMS[params.background_algorithm],
-                              params.tuning_constant, params.min_background_pixels,
-                              params.valid_foreground_threshold, dummy, prof_ok,
-                              region, False, learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
-        refs.sum = acc.reshape(n_regions, G, G, G)
-        refs.count = acc_count
-        info["n_learned"] = int(acc_count.sum())
+        info["n_learned"] = _learn_profiles(plan, params, model, win, region_all[rows], used, refs)
     info["seconds"] = time.perf_counter() - t0
     return model, refs, info
 
@@ -732,23 +735,56 @@ def _run(ex, fn, *args):
     return ex.submit(fn, *args)
 
 
+def _sweep_error(k: int, name: str, message: str) -> SweepError:
+    """A failure of sweep k: "name: reason", with the bare reason for callers that name
+    the sweeps themselves."""
+    reason = message.removeprefix(f"{name}: ")
+    return SweepError(f"{name}: {reason}", {k: reason})
+
+
 def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, params: IntegrateParams,
                   progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
-    """Integrate every sweep; returns (experiments with profile models, integrated table, summary)."""
+    """Integrate every sweep (the stage ``xtal integrate``, dials.integrate).
+
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Refined rotation sweeps (crystal A = U·B in the DIALS lab frame, Å⁻¹) with images.
+    reflections : ReflectionTable
+        Their indexed reflections (``id`` = experiment): the references of the profile model.
+    params : IntegrateParams
+        ``d_min`` (Å), σ_b/σ_m overrides (deg), background, profile fitting, ``nproc``.
+    progress : callable, optional
+        ``progress(fraction)`` as reference and integration jobs finish.
+
+    Returns
+    -------
+    (experiments, reflections, summary)
+        The sweeps with their profile model (``profile``, σ in deg); one row per predicted
+        reflection, DIALS's integrated.refl columns (``intensity.sum/prf.*`` in counts, ``xyz*.px``
+        in px fast, slow, frame, ``xyzcal.mm`` in mm, mm, rad, ``d`` in Å); per-sweep summaries.
+
+    Examples
+    --------
+    >>> expts, integrated, summary = run_integrate(refined_expts, refined, IntegrateParams(d_min=1.8))
+    """
     t_start = time.perf_counter()
     if len(experiments) == 0:
         raise XtalError("no experiments to integrate")
     if reflections is None or len(reflections) == 0:
-        raise XtalError(f"{sweep_name(experiments[0], 0)}: the reflection list is empty "
-                        "(integration needs indexed reflections to model the profile)")
+        raise _sweep_error(0, sweep_name(experiments[0], 0), "the reflection list is empty "
+                           "(integration needs indexed reflections to model the profile)")
     ids = reflections["id"] if "id" in reflections else np.zeros(len(reflections), dtype=np.int32)
     plans = []
     for k, e in enumerate(experiments):
         sub = reflections.select(ids == k) if hasattr(reflections, "select") else reflections
         if len(sub) == 0 and params.sigma_b is None:
-            raise XtalError(f"{sweep_name(e, k)}: no reflections of this sweep in the reflection list "
-                            "(integration needs indexed reflections to model the profile)")
-        plans.append(_plan_sweep(k, e, sub, params))
+            raise _sweep_error(k, sweep_name(e, k), "no reflections of this sweep in the reflection list "
+                               "(integration needs indexed reflections to model the profile)")
+        try:
+            plans.append(_plan_sweep(k, e, sub, params))
+        except XtalError as exc:
+            raise _sweep_error(k, sweep_name(e, k), str(exc)) from None
     ex = _executor(params.nproc)
     n_steps = len(plans) * 2
     done = 0
@@ -763,7 +799,10 @@ def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, par
         ref_futures = [_run(ex, _reference_job, p, params) for p in plans]
         models = []
         for p, fut in zip(plans, ref_futures):
-            models.append(fut.result())
+            try:
+                models.append(fut.result())
+            except XtalError as exc:
+                raise _sweep_error(p.index, p.name, str(exc)) from None
             tick()
         jobs = []
         min_blocks = max(1, int(math.ceil(params.nproc / len(plans)))) if params.nproc > 1 else 1
@@ -811,7 +850,27 @@ def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, par
 
 
 def integrate_sweep(experiment: Experiment, reflections: ReflectionTable, params: IntegrateParams):
-    """Integrate one sweep (its reflections' ``id`` must be 0)."""
+    """Integrate one sweep: :func:`run_integrate` on a one-experiment list.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        A refined rotation sweep with its crystal and image source.
+    reflections : ReflectionTable
+        Its indexed reflections; their ``id`` must be 0.
+    params : IntegrateParams
+        As for :func:`run_integrate`.
+
+    Returns
+    -------
+    tuple
+        ``(experiments, reflections, summary)`` as :func:`run_integrate` returns them.
+
+    Examples
+    --------
+    >>> expts, integrated, summary = integrate_sweep(refined_expts[0], refined.select(refined["id"] == 0),
+    ...                                              IntegrateParams())
+    """
     return run_integrate(ExperimentList([experiment]), reflections, params)
 
 
@@ -892,6 +951,12 @@ def resolution_bins(d: np.ndarray, n_bins: int = 10) -> np.ndarray:
     return edges ** (-1.0 / 3.0)
 
 
+def mean_i_over_sigma(intensity: np.ndarray, variance: np.ndarray) -> float | None:
+    """⟨I/σ(I)⟩ over the reflections with a positive, finite variance; None if there are none."""
+    ok = np.isfinite(intensity) & np.isfinite(variance) & (variance > 0)
+    return finite_mean(intensity[ok] / np.sqrt(variance[ok])) if ok.any() else None
+
+
 def _sweep_summary(plan, model, info, table, n_blocks, n_regions_ok, n_regions) -> dict:
     flags = table["flags"]
 
@@ -912,18 +977,18 @@ def _sweep_summary(plan, model, info, table, n_blocks, n_regions_ok, n_regions) 
             sel = which == b
             s_ok = sel & isum
             p_ok = sel & iprf
-            with np.errstate(all="ignore"):
-                ios_s = table["intensity.sum.value"][s_ok] / np.sqrt(table["intensity.sum.variance"][s_ok])
-                ios_p = table["intensity.prf.value"][p_ok] / np.sqrt(table["intensity.prf.variance"][p_ok])
             rows.append({
                 "d_max": float(edges[b]), "d_min": float(edges[b + 1]),
                 "n_full": int(np.sum(sel & full)), "n_partial": int(np.sum(sel & ~full)),
                 "n_overloaded": int(np.sum(sel & has(Flags.overloaded))),
                 "n_integrated_sum": int(s_ok.sum()), "n_integrated_prf": int(p_ok.sum()),
-                "mean_background": float(np.mean(table["background.mean"][sel])) if sel.any() else 0.0,
-                "mean_ios_sum": float(np.mean(ios_s)) if len(ios_s) else 0.0,
-                "mean_ios_prf": float(np.mean(ios_p)) if len(ios_p) else 0.0,
-                "mean_correlation": float(np.mean(table["profile.correlation"][p_ok])) if p_ok.any() else 0.0,
+                # None (not NaN) for an empty shell: the summary is strict JSON
+                "mean_background": finite_mean(table["background.mean"][sel]),
+                "mean_ios_sum": mean_i_over_sigma(table["intensity.sum.value"][s_ok],
+                                                  table["intensity.sum.variance"][s_ok]),
+                "mean_ios_prf": mean_i_over_sigma(table["intensity.prf.value"][p_ok],
+                                                  table["intensity.prf.variance"][p_ok]),
+                "mean_correlation": finite_mean(table["profile.correlation"][p_ok]),
             })
     return {
         "sweep": plan.index, "name": plan.name, "identifier": plan.experiment.identifier,

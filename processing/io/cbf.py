@@ -19,9 +19,10 @@ from ..models import Beam, Detector, Goniometer, Panel, Scan
 from ..models.detector import PARALLAX, SIMPLE
 from ..models.goniometer import axis_angle_matrix
 from .attenuation import mu_at_angstrom
-from .images import ImageFile, apply_rectangles, module_gap_rectangles
+from .images import ImageFile, apply_rectangles, module_gap_rectangles, register_format
 
 BINARY_TAG = b"\x0c\x1a\x04\xd5"
+CBF_MAGIC = b"###CBF"
 
 
 # --------------------------------------------------------------------------
@@ -227,8 +228,115 @@ def _sensor(text: str) -> tuple[str | None, float]:
 
 
 # --------------------------------------------------------------------------
+# full imgCIF headers: axes and their transforms
+def _imgcif_axes(loops, path: str) -> dict[str, dict]:
+    """The ``_axis`` loop: {id: type, equipment, depends_on, vector, offset (mm)}."""
+    ax = loops.get("_axis")
+    if not ax:
+        raise XtalError(f"{path}: imgCIF header has no _axis loop")
+    axes = {}
+    for j, name in enumerate(ax["_axis.id"]):
+        vec = [float(ax[f"_axis.vector[{c}]"][j]) for c in (1, 2, 3)]
+        off = [ax.get(f"_axis.offset[{c}]", ["."] * len(ax["_axis.id"]))[j] for c in (1, 2, 3)]
+        off = [0.0 if v in (".", "?") else float(v) for v in off]
+        dep = ax.get("_axis.depends_on", ["."] * len(ax["_axis.id"]))[j]
+        axes[name] = {"type": ax["_axis.type"][j].lower(), "equipment": ax["_axis.equipment"][j].lower(),
+                      "depends_on": None if dep in (".", "?") else dep,
+                      "vector": np.array(vec), "offset": np.array(off)}
+    return axes
+
+
+def _imgcif_axis_settings(loops, axes) -> tuple[dict[str, float], dict[str, float]]:
+    """(setting, increment) of every axis for this frame (deg or mm): the frame-axis
+    loop's value, else the scan-axis start; increments from the scan-axis loop."""
+    setting = {name: 0.0 for name in axes}
+    increment = {name: 0.0 for name in axes}
+    sa = loops.get("_diffrn_scan_axis", {})
+    for j, name in enumerate(sa.get("_diffrn_scan_axis.axis_id", [])):
+        if name not in axes:
+            continue
+        key = "angle" if axes[name]["type"] == "rotation" else "displacement"
+        setting[name] = _first_float(sa.get(f"_diffrn_scan_axis.{key}_start", ["0"])[j], 0.0)
+        increment[name] = _first_float(sa.get(f"_diffrn_scan_axis.{key}_increment", ["0"])[j], 0.0)
+    fa = loops.get("_diffrn_scan_frame_axis", {})
+    for j, name in enumerate(fa.get("_diffrn_scan_frame_axis.axis_id", [])):
+        if name not in axes:
+            continue
+        key = "angle" if axes[name]["type"] == "rotation" else "displacement"
+        v = fa.get(f"_diffrn_scan_frame_axis.{key}", [None] * (j + 1))[j]
+        if v not in (None, ".", "?"):
+            setting[name] = float(v)
+    return setting, increment
+
+
+def _axis_matrix(axis: dict, value: float) -> np.ndarray:
+    """4×4 homogeneous transform of one imgCIF axis at ``value`` (deg or mm)."""
+    M = np.eye(4)
+    if axis["type"] == "rotation":
+        M[:3, :3] = axis_angle_matrix(axis["vector"], np.radians(value))
+        M[:3, 3] = axis["offset"]
+    elif axis["type"] == "translation":
+        M[:3, 3] = axis["offset"] + value * axis["vector"]
+    return M
+
+
+def _axis_chain(axes: dict, name: str | None, path: str) -> list[str]:
+    """``name`` followed by the axes it depends on, outwards."""
+    out = []
+    while name is not None:
+        if name not in axes:
+            raise XtalError(f"{path}: imgCIF axis {name!r} is not defined")
+        out.append(name)
+        name = axes[name]["depends_on"]
+        if len(out) > 50:
+            raise XtalError(f"{path}: circular imgCIF axis dependencies")
+    return out
+
+
+def _chain_matrix(axes: dict, names: list[str], setting: dict, values: dict) -> np.ndarray:
+    """Transform of a whole chain (outermost applied last); ``values`` override ``setting``."""
+    M = np.eye(4)
+    for name in reversed(names):
+        value = values.get(name)
+        M = M @ _axis_matrix(axes[name], setting[name] if value is None else value)
+    return M
+
+
+def _imgcif_goniometer(axes: dict, setting: dict, increment: dict, path: str):
+    """(goniometer or None, name of the scan axis or None): the sample rotation axes
+    from the innermost (no dependants) outwards; the scan axis is the one that moves."""
+    gon = [n for n, a in axes.items() if a["equipment"] == "goniometer"]
+    gonio = None
+    scan_name = None
+    if gon:
+        parents = {axes[n]["depends_on"] for n in gon}
+        leaves = [n for n in gon if n not in parents]
+        names = _axis_chain(axes, leaves[0], path) if leaves else gon
+        rot = [n for n in names if axes[n]["type"] == "rotation"]
+        moving = [n for n in rot if increment[n] != 0.0]
+        scan_name = moving[0] if moving else (rot[-1] if rot else None)
+        if len(rot) == 1:
+            gonio = Goniometer(rotation_axis=axes[rot[0]]["vector"] / np.linalg.norm(axes[rot[0]]["vector"]))
+        elif rot:
+            gonio = Goniometer.multi_axis([axes[n]["vector"] for n in rot], [setting[n] for n in rot],
+                                          rot, rot.index(scan_name))
+    return gonio, scan_name
+
+
+# --------------------------------------------------------------------------
+@register_format
 class CBFImageFile(ImageFile):
     """A single-image CBF file (miniCBF or full imgCIF header)."""
+
+    format_label = "CBF"
+
+    @classmethod
+    def understand(cls, head: bytes) -> bool:
+        """'###CBF' magic, or a CIF data block with an array (headers without the magic);
+        an HDF5 file whose first block happens to hold those words is not CBF."""
+        if head.startswith(CBF_MAGIC):
+            return True
+        return b"_array_data" in head and b"data_" in head and not head.startswith(b"\x89HDF")
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
@@ -323,67 +431,32 @@ class CBFImageFile(ImageFile):
         return beam, Detector(panels=[panel]), gonio, scan
 
     def _models_full(self):
+        """Models from a full imgCIF header (axis, array-structure and scan loops)."""
         items, loops = parse_cif_items(self.header_text)
-        ax = loops.get("_axis")
-        if not ax:
-            raise XtalError(f"{self.path}: imgCIF header has no _axis loop")
-        axes = {}
-        for j, name in enumerate(ax["_axis.id"]):
-            vec = [float(ax[f"_axis.vector[{c}]"][j]) for c in (1, 2, 3)]
-            off = [ax.get(f"_axis.offset[{c}]", ["."] * len(ax["_axis.id"]))[j] for c in (1, 2, 3)]
-            off = [0.0 if v in (".", "?") else float(v) for v in off]
-            dep = ax.get("_axis.depends_on", ["."] * len(ax["_axis.id"]))[j]
-            axes[name] = {"type": ax["_axis.type"][j].lower(), "equipment": ax["_axis.equipment"][j].lower(),
-                          "depends_on": None if dep in (".", "?") else dep,
-                          "vector": np.array(vec), "offset": np.array(off)}
-        # settings of each axis for this frame: frame axis loop, else scan start
-        setting = {name: 0.0 for name in axes}
-        increment = {name: 0.0 for name in axes}
-        sa = loops.get("_diffrn_scan_axis", {})
-        for j, name in enumerate(sa.get("_diffrn_scan_axis.axis_id", [])):
-            if name not in axes:
-                continue
-            key = "angle" if axes[name]["type"] == "rotation" else "displacement"
-            setting[name] = _first_float(sa.get(f"_diffrn_scan_axis.{key}_start", ["0"])[j], 0.0)
-            increment[name] = _first_float(sa.get(f"_diffrn_scan_axis.{key}_increment", ["0"])[j], 0.0)
-        fa = loops.get("_diffrn_scan_frame_axis", {})
-        for j, name in enumerate(fa.get("_diffrn_scan_frame_axis.axis_id", [])):
-            if name not in axes:
-                continue
-            key = "angle" if axes[name]["type"] == "rotation" else "displacement"
-            v = fa.get(f"_diffrn_scan_frame_axis.{key}", [None] * (j + 1))[j]
-            if v not in (None, ".", "?"):
-                setting[name] = float(v)
+        axes = _imgcif_axes(loops, self.path)
+        setting, increment = _imgcif_axis_settings(loops, axes)
+        origin, fast, slow, image_size, pixel = self._imgcif_detector_axes(loops, axes, setting)
+        trusted_range = self._imgcif_trusted_range(loops)
+        material, thickness = _sensor(self.header_text)
+        wavelength = self._imgcif_wavelength(items, loops)
+        src = [n for n, a in axes.items() if a["equipment"] == "source"]
+        direction = axes[src[0]]["vector"] if src else np.array([0.0, 0.0, 1.0])
+        beam = Beam(direction=direction / np.linalg.norm(direction), wavelength=wavelength,
+                    polarization_fraction=0.999)
+        mu = mu_at_angstrom(material, wavelength) if material else 0.0
+        panel = Panel(name="Panel", type="SENSOR_PAD", fast_axis=fast, slow_axis=slow, origin=origin,
+                      image_size=image_size, pixel_size=pixel,
+                      trusted_range=trusted_range, thickness=thickness, material=material or "",
+                      mu=mu, identifier=self.header.get("Detector", "").strip(),
+                      px_mm_strategy=PARALLAX if material else SIMPLE)
+        panel.mask = module_gap_rectangles(panel.image_size, "Pilatus")
+        gonio, scan_name = _imgcif_goniometer(axes, setting, increment, self.path)
+        scan = self._imgcif_scan(loops, setting, increment, scan_name)
+        return beam, Detector(panels=[panel]), gonio, scan
 
-        def matrix(name, value=None):
-            a = axes[name]
-            v = setting[name] if value is None else value
-            M = np.eye(4)
-            if a["type"] == "rotation":
-                M[:3, :3] = axis_angle_matrix(a["vector"], np.radians(v))
-                M[:3, 3] = a["offset"]
-            elif a["type"] == "translation":
-                M[:3, 3] = a["offset"] + v * a["vector"]
-            return M
-
-        def chain(name):
-            out = []
-            while name is not None:
-                if name not in axes:
-                    raise XtalError(f"{self.path}: imgCIF axis {name!r} is not defined")
-                out.append(name)
-                name = axes[name]["depends_on"]
-                if len(out) > 50:
-                    raise XtalError(f"{self.path}: circular imgCIF axis dependencies")
-            return out
-
-        def cumulative(names, values=None):
-            M = np.eye(4)
-            for name in reversed(names):
-                M = M @ matrix(name, None if values is None else values.get(name))
-            return M
-
-        # detector: array structure → fast/slow axes
+    def _imgcif_detector_axes(self, loops, axes, setting):
+        """(origin, fast, slow, image_size, pixel_size) of the detector element, lab
+        frame, mm, from the array-structure loops and the axis chains."""
         asl = loops["_array_structure_list"]
         prec = [int(p) for p in asl["_array_structure_list.precedence"]]
         dims = [int(d) for d in asl["_array_structure_list.dimension"]]
@@ -398,12 +471,9 @@ class CBFImageFile(ImageFile):
                                               ["0"] * (j + 1))[j], 0.0)
         fast_id, slow_id = set_ids[f_i], set_ids[s_i]
         element_values = {fast_id: disp.get(fast_id, 0.0), slow_id: disp.get(slow_id, 0.0)}
-        fchain = chain(fast_id)
-        A = cumulative(fchain, element_values)
-        origin = A[:3, 3]
-        Rf = cumulative(fchain, element_values)[:3, :3]
-        Rs = cumulative(chain(slow_id), element_values)[:3, :3]
-        fast = Rf @ axes[fast_id]["vector"] * (1 if dirs[f_i].lower().startswith("incr") else -1)
+        A = _chain_matrix(axes, _axis_chain(axes, fast_id, self.path), setting, element_values)
+        Rs = _chain_matrix(axes, _axis_chain(axes, slow_id, self.path), setting, element_values)[:3, :3]
+        fast = A[:3, :3] @ axes[fast_id]["vector"] * (1 if dirs[f_i].lower().startswith("incr") else -1)
         slow = Rs @ axes[slow_id]["vector"] * (1 if dirs[s_i].lower().startswith("incr") else -1)
         # the element axis's own rotation (if it were one) is not wanted: use the
         # rotation of what it depends on
@@ -417,45 +487,28 @@ class CBFImageFile(ImageFile):
             pixel = (sizes[idx[f_i]], sizes[idx[s_i]])
         else:
             pixel = (incr[fast_id], incr[slow_id])
+        return A[:3, 3], fast, slow, (dims[f_i], dims[s_i]), pixel
+
+    def _imgcif_trusted_range(self, loops) -> tuple[float, float]:
+        """(undefined value, overload) in counts; the overload falls back to the
+        Pilatus 'Count_cutoff' line, then 1e6."""
         ai = loops.get("_array_intensities", {})
         overload = _first_float((ai.get("_array_intensities.overload") or [None])[0])
         if overload is None:
             overload = _first_float(self.header.get("Count_cutoff"), 1e6)
         underload = _first_float((ai.get("_array_intensities.undefined_value") or [None])[0], -1.0)
-        material, thickness = _sensor(self.header_text)
-        # beam
+        return underload, overload
+
+    def _imgcif_wavelength(self, items, loops) -> float | None:
+        """Wavelength (Å): the radiation-wavelength loop, else item, else '# Wavelength'."""
         wl = loops.get("_diffrn_radiation_wavelength", {}).get("_diffrn_radiation_wavelength.wavelength")
         wavelength = float(wl[0]) if wl else _first_float(items.get("_diffrn_radiation_wavelength.wavelength"))
         if wavelength is None:
             wavelength = _first_float(self.header.get("Wavelength"))
-        src = [n for n, a in axes.items() if a["equipment"] == "source"]
-        direction = axes[src[0]]["vector"] if src else np.array([0.0, 0.0, 1.0])
-        beam = Beam(direction=direction / np.linalg.norm(direction), wavelength=wavelength,
-                    polarization_fraction=0.999)
-        mu = mu_at_angstrom(material, wavelength) if material else 0.0
-        panel = Panel(name="Panel", type="SENSOR_PAD", fast_axis=fast, slow_axis=slow, origin=origin,
-                      image_size=(dims[f_i], dims[s_i]), pixel_size=pixel,
-                      trusted_range=(underload, overload), thickness=thickness, material=material or "",
-                      mu=mu, identifier=self.header.get("Detector", "").strip(),
-                      px_mm_strategy=PARALLAX if material else SIMPLE)
-        panel.mask = module_gap_rectangles(panel.image_size, "Pilatus")
-        # goniometer: sample axes from the innermost (no dependants) outwards
-        gon = [n for n, a in axes.items() if a["equipment"] == "goniometer"]
-        gonio = None
-        scan_name = None
-        if gon:
-            parents = {axes[n]["depends_on"] for n in gon}
-            leaves = [n for n in gon if n not in parents]
-            names = chain(leaves[0]) if leaves else gon
-            rot = [n for n in names if axes[n]["type"] == "rotation"]
-            moving = [n for n in rot if increment[n] != 0.0]
-            scan_name = moving[0] if moving else (rot[-1] if rot else None)
-            if len(rot) == 1:
-                gonio = Goniometer(rotation_axis=axes[rot[0]]["vector"] / np.linalg.norm(axes[rot[0]]["vector"]))
-            elif rot:
-                gonio = Goniometer.multi_axis([axes[n]["vector"] for n in rot], [setting[n] for n in rot],
-                                              rot, rot.index(scan_name))
-        # scan
+        return wavelength
+
+    def _imgcif_scan(self, loops, setting, increment, scan_name) -> Scan:
+        """One-image scan: start and width of the scan axis (deg), exposure (s), epoch."""
         frame = loops.get("_diffrn_scan_frame", {})
         exposure = _first_float((frame.get("_diffrn_scan_frame.integration_time") or [None])[0])
         if exposure is None:
@@ -465,8 +518,7 @@ class CBFImageFile(ImageFile):
         n = self.image_number
         start = setting.get(scan_name, 0.0) if scan_name else 0.0
         width = increment.get(scan_name, 0.0) if scan_name else 0.0
-        scan = Scan(image_range=(n, n), oscillation=(start, width), exposure_times=[exposure], epochs=[epoch])
-        return beam, Detector(panels=[panel]), gonio, scan
+        return Scan(image_range=(n, n), oscillation=(start, width), exposure_times=[exposure], epochs=[epoch])
 
     # --- pixels ------------------------------------------------------------
     def get_raw_data(self, index: int = 0) -> tuple[np.ndarray, ...]:

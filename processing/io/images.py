@@ -1,9 +1,12 @@
-"""Diffraction image files: one interface over CBF and NXmx/HDF5.
+"""Diffraction image files: one interface over every registered image format.
 
-``open_image_file`` sniffs the format by content and returns an :class:`ImageFile`
-(``CBFImageFile`` or ``NXmxImageFile``) that gives DIALS-equivalent models and reads
-pixel data one image at a time. ``open_imageset`` reads the images of an
-experiment's sweep (an :class:`ImageSource` plus its :class:`Scan`).
+This module names no concrete format. Each format module subclasses
+:class:`ImageFile` and registers its class with :func:`register_format`; importing
+the ``processing.io`` package imports the format modules, so the table is full
+before use. ``open_image_file`` asks each registered class whether it
+``understand``s the file's first bytes and opens the file with the first that does
+(as dxtbx's format registry). ``open_imageset`` reads the images of an experiment's
+sweep (an :class:`ImageSource` plus its :class:`Scan`).
 
 Pixel arrays are (slow, fast) = (y, x), one per panel; masks are bool with True for
 a usable pixel.
@@ -18,8 +21,7 @@ import numpy as np
 from ..errors import XtalError
 from ..models import Beam, Detector, Goniometer, ImageSource, Scan
 
-CBF_MAGIC = b"###CBF"
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HEAD_BYTES = 4096  # how much of a file ``ImageFile.understand`` sees
 
 # Hybrid-pixel module layouts (pixels): module size fast/slow, gap fast/slow and the
 # module counts across the fast direction that occur (as dxtbx's FormatPilatusHelpers).
@@ -59,17 +61,24 @@ def apply_rectangles(mask: np.ndarray, rectangles) -> np.ndarray:
 
 
 class ImageFile:
-    """One image file (CBF: one image; NXmx master: all its frames).
+    """One image file: a single image, or every frame of a multi-image file.
 
     Attributes: ``format_name`` (dxtbx format class name, e.g.
-    "FormatCBFMiniPilatus"), ``path``, ``n_images``, ``image_number`` (CBF: the number
-    in the file name; NXmx: 1).
+    "FormatCBFMiniPilatus"), ``path``, ``n_images``, ``image_number`` (the number in
+    a single-image file's name; 1 for a multi-image file).
     """
 
     format_name: str = "Format"
+    format_label: str = ""  # short name for messages ("CBF"), set by each format
     path: str = ""
     n_images: int = 1
     image_number: int = 1
+
+    @classmethod
+    def understand(cls, head: bytes) -> bool:
+        """True if a file starting with ``head`` (its first HEAD_BYTES bytes) is
+        of this format."""
+        return False
 
     def models(self) -> tuple[Beam, Detector, Goniometer | None, Scan | None]:
         """(beam, detector, goniometer, scan) in the DIALS lab frame; the scan
@@ -99,35 +108,48 @@ class ImageFile:
         return f"<{type(self).__name__} {self.format_name} {self.path!r} n_images={self.n_images}>"
 
 
-def sniff_format(path: str) -> str:
-    """'cbf', 'hdf5' or XtalError: decided from the file's first bytes."""
+_FORMATS: list[type[ImageFile]] = []
+
+
+def register_format(cls: type[ImageFile]) -> type[ImageFile]:
+    """Add an :class:`ImageFile` subclass to the reader table (usable as a class
+    decorator). Registering a class twice keeps one entry."""
+    if cls not in _FORMATS:
+        _FORMATS.append(cls)
+    return cls
+
+
+def registered_formats() -> tuple[type[ImageFile], ...]:
+    """The registered image-file classes, in registration order."""
+    return tuple(_FORMATS)
+
+
+def _read_head(path: str) -> bytes:
     if not os.path.exists(path):
         raise XtalError(f"image file not found: {path}")
     if os.path.isdir(path):
         raise XtalError(f"{path} is a directory, not an image file")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4096)
+            return fh.read(HEAD_BYTES)
     except OSError as exc:
         raise XtalError(f"cannot read image file {path}: {exc.strerror or exc}") from None
-    if head.startswith(HDF5_MAGIC):
-        return "hdf5"
-    if head.startswith(CBF_MAGIC) or (b"_array_data" in head and b"data_" in head):
-        return "cbf"
-    if head.startswith(b"\x89HDF"):
-        return "hdf5"
-    raise XtalError(f"{path} is not a recognised diffraction image (neither CBF nor NXmx/HDF5)")
+
+
+def format_class_for_file(path: str) -> type[ImageFile]:
+    """The registered class that understands the file's first bytes, or XtalError."""
+    head = _read_head(path)
+    for cls in _FORMATS:
+        if cls.understand(head):
+            return cls
+    known = " or ".join(cls.format_label or cls.__name__ for cls in _FORMATS) or "none registered"
+    raise XtalError(f"{path} is not a recognised diffraction image (known formats: {known})")
 
 
 def open_image_file(path: str) -> ImageFile:
-    """Open a CBF or NXmx/HDF5 file, choosing the reader by content."""
+    """Open an image file with the registered reader that understands its content."""
     path = os.fspath(path)
-    kind = sniff_format(path)
-    if kind == "cbf":
-        from .cbf import CBFImageFile
-        return CBFImageFile(path)
-    from .nxmx import NXmxImageFile
-    return NXmxImageFile(path)
+    return format_class_for_file(path)(path)
 
 
 _TEMPLATE = re.compile(r"#+")

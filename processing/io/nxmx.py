@@ -19,7 +19,7 @@ import os
 import uuid
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters with h5py)
+import hdf5plugin  # also registers the bitshuffle/LZ4 filters with h5py
 import numpy as np
 
 from ..errors import XtalError
@@ -27,9 +27,10 @@ from ..models import Beam, Detector, Goniometer, Panel, Scan
 from ..models.detector import PARALLAX
 from ..models.goniometer import axis_angle_matrix
 from .attenuation import canonical_material, mu_at_angstrom
-from .images import ImageFile, apply_rectangles, module_gap_rectangles
+from .images import ImageFile, apply_rectangles, module_gap_rectangles, register_format
 
 MCSTAS_TO_LAB = np.diag([-1.0, 1.0, -1.0])
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 _LENGTH_MM = {"m": 1000.0, "meter": 1000.0, "metre": 1000.0, "meters": 1000.0, "mm": 1.0,
               "millimeter": 1.0, "millimetre": 1.0, "millimeters": 1.0, "um": 1e-3, "micron": 1e-3,
@@ -269,10 +270,18 @@ class _DataBlocks:
 
 
 # --------------------------------------------------------------------------
+@register_format
 class NXmxImageFile(ImageFile):
     """A NeXus master file: models from the header, frames from the data files."""
 
     image_number = 1
+    format_label = "NXmx/HDF5"
+
+    @classmethod
+    def understand(cls, head: bytes) -> bool:
+        """Any HDF5 file (its signature, or a damaged one's first 4 bytes); the NXmx
+        structure is checked on opening, with a clear error."""
+        return head.startswith(HDF5_MAGIC[:4])
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
@@ -652,15 +661,13 @@ def write_nxmx(master_path: str, beam: Beam, detector: Detector, goniometer: Gon
 
 def _write_master(path, base, beam, panel, goniometer, scan, counts, dtype, pixel_mask, saturation_value,
                   detector_name, sensor_material, sensor_thickness_mm):
-    nx, ny = panel.image_size
-    M = MCSTAS_TO_LAB
+    """The NXmx master file: beam, detector, goniometer and links to the data files."""
     with h5py.File(path, "w") as f:
         f.attrs["default"] = np.bytes_("entry")
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = np.bytes_("NXentry")
         entry.attrs["default"] = np.bytes_("data")
         _text(entry, "definition", "NXmx")
-        # instrument / beam
         inst = entry.create_group("instrument")
         inst.attrs["NX_class"] = np.bytes_("NXinstrument")
         _text(inst, "name", "XTALWEB SIMULATED BEAMLINE")
@@ -668,102 +675,131 @@ def _write_master(path, base, beam, panel, goniometer, scan, counts, dtype, pixe
         nxbeam.attrs["NX_class"] = np.bytes_("NXbeam")
         wl = nxbeam.create_dataset("incident_wavelength", data=float(beam.wavelength))
         wl.attrs["units"] = np.bytes_("angstrom")
-        # detector
         det = inst.create_group("detector")
         det.attrs["NX_class"] = np.bytes_("NXdetector")
-        _text(det, "description", detector_name)
-        _text(det, "type", "Pixel")
-        _text(det, "sensor_material", canonical_material(sensor_material))
-        t = det.create_dataset("sensor_thickness", data=float(sensor_thickness_mm))
-        t.attrs["units"] = np.bytes_("mm")
-        sat = int(saturation_value if saturation_value is not None else panel.trusted_range[1])
-        det.create_dataset("saturation_value", data=np.int64(sat))
-        det.create_dataset("underload_value", data=np.int64(int(round(panel.trusted_range[0])) + 1))
-        exposure = float(scan.exposure_times[0]) if len(scan.exposure_times) else 0.0
-        if exposure > 0:
-            for name in ("count_time", "frame_time"):
-                d = det.create_dataset(name, data=exposure)
-                d.attrs["units"] = np.bytes_("s")
-        s0 = beam.s0
-        try:
-            bc = panel.get_beam_centre_px(s0)
-            for name, v in (("beam_center_x", bc[0]), ("beam_center_y", bc[1])):
-                d = det.create_dataset(name, data=float(v))
-                d.attrs["units"] = np.bytes_("pixel")
-        except Exception:
-            pass
-        mask = np.zeros((ny, nx), dtype=np.uint32) if pixel_mask is None else \
-            (np.asarray(pixel_mask) != 0).astype(np.uint32) * np.uint32(2)
-        if mask.shape != (ny, nx):
-            raise XtalError(f"pixel_mask has shape {mask.shape}, expected {(ny, nx)}")
-        for x0, y0, x1, y1 in panel.mask:
-            mask[int(y0):int(y1), int(x0):int(x1)] |= np.uint32(1)
-        det.create_dataset("pixel_mask", data=mask, compression="gzip", compression_opts=4)
-        det.create_dataset("pixel_mask_applied", data=np.int8(0))
-        # geometry: det_z along the panel normal (distance), module offset = the rest
-        normal = panel.normal
-        dist = float(panel.origin @ normal)
-        n_dir = normal if dist >= 0 else -normal
-        dist = abs(dist)
-        dd = det.create_dataset("distance", data=dist)
-        dd.attrs["units"] = np.bytes_("mm")
-        tr = det.create_group("transformations")
-        tr.attrs["NX_class"] = np.bytes_("NXtransformations")
-        dz = tr.create_dataset("det_z", data=np.array([dist]))
-        _set_axis(dz, "translation", M @ n_dir, ".", "mm")
-        det_z = "/entry/instrument/detector/transformations/det_z"
-        _text(det, "depends_on", det_z)
-        mod = det.create_group("module")
-        mod.attrs["NX_class"] = np.bytes_("NXdetector_module")
-        mod.create_dataset("data_origin", data=np.array([0, 0], dtype=np.int64))
-        mod.create_dataset("data_size", data=np.array([ny, nx], dtype=np.int64))
-        mod.create_dataset("data_stride", data=np.array([1, 1], dtype=np.int64))
-        rest = M @ (panel.origin - dist * n_dir)
-        mo = mod.create_dataset("module_offset", data=0.0)
-        _set_axis(mo, "translation", M @ n_dir, det_z, "mm", offset=rest)
-        mo_path = "/entry/instrument/detector/module/module_offset"
-        fp = mod.create_dataset("fast_pixel_direction", data=float(panel.pixel_size[0]))
-        _set_axis(fp, "translation", M @ panel.fast_axis, mo_path, "mm")
-        sp = mod.create_dataset("slow_pixel_direction", data=float(panel.pixel_size[1]))
-        _set_axis(sp, "translation", M @ panel.slow_axis, mo_path, "mm")
-        # sample / goniometer
+        _write_detector_header(det, beam, panel, scan, saturation_value, detector_name, sensor_material,
+                               sensor_thickness_mm)
+        _write_pixel_mask(det, panel, pixel_mask)
+        _write_detector_geometry(det, panel)
         sample = entry.create_group("sample")
         sample.attrs["NX_class"] = np.bytes_("NXsample")
         _text(sample, "name", "sample")
         if goniometer is not None:
-            g = sample.create_group("transformations")
-            g.attrs["NX_class"] = np.bytes_("NXtransformations")
-            if goniometer.axes is not None:
-                axes = [np.asarray(a, float) for a in goniometer.axes]
-                angles, names, scan_axis = list(goniometer.angles), list(goniometer.names), goniometer.scan_axis
-            else:  # single axis: its lab direction (setting rotation applied)
-                axes, angles, names, scan_axis = [goniometer.rotation_axis_lab], [0.0], ["omega"], 0
-            start, width = scan.oscillation
-            n = scan.num_images
-            paths = [f"/entry/sample/transformations/{nm}" for nm in names]
-            for i, (ax, ang, nm) in enumerate(zip(axes, angles, names)):
-                dep = paths[i + 1] if i + 1 < len(names) else "."
-                if i == scan_axis:
-                    values = start + width * np.arange(n)
-                    d = g.create_dataset(nm, data=values)
-                    e = g.create_dataset(nm + "_end", data=values + width)
-                    e.attrs["units"] = np.bytes_("deg")
-                    inc = g.create_dataset(nm + "_increment_set", data=float(width))
-                    inc.attrs["units"] = np.bytes_("deg")
-                else:
-                    d = g.create_dataset(nm, data=np.array([float(ang)]))
-                _set_axis(d, "rotation", M @ (ax / np.linalg.norm(ax)), dep, "deg")
-            _text(sample, "depends_on", paths[0])
-        # data: external links + a virtual dataset over them
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = np.bytes_("NXdata")
-        data.attrs["signal"] = np.bytes_("data")
-        total = int(sum(counts))
-        layout = h5py.VirtualLayout(shape=(total, ny, nx), dtype=dtype)
-        k = 0
-        for i, c in enumerate(counts):
-            fname = os.path.basename(f"{base}_data_{i + 1:06d}.h5")
-            data[f"data_{i + 1:06d}"] = h5py.ExternalLink(fname, "/entry/data/data")
-            layout[k:k + c] = h5py.VirtualSource(fname, "/entry/data/data", shape=(c, ny, nx))
-            k += c
-        data.create_virtual_dataset("data", layout, fillvalue=0)
+            _write_goniometer(sample, goniometer, scan)
+        _write_data_links(entry, base, panel, counts, dtype)
+
+
+def _write_detector_header(det, beam, panel, scan, saturation_value, detector_name, sensor_material,
+                           sensor_thickness_mm):
+    """NXdetector description, sensor, trusted range (counts), timing (s) and beam centre (px)."""
+    _text(det, "description", detector_name)
+    _text(det, "type", "Pixel")
+    _text(det, "sensor_material", canonical_material(sensor_material))
+    t = det.create_dataset("sensor_thickness", data=float(sensor_thickness_mm))
+    t.attrs["units"] = np.bytes_("mm")
+    sat = int(saturation_value if saturation_value is not None else panel.trusted_range[1])
+    det.create_dataset("saturation_value", data=np.int64(sat))
+    det.create_dataset("underload_value", data=np.int64(int(round(panel.trusted_range[0])) + 1))
+    exposure = float(scan.exposure_times[0]) if len(scan.exposure_times) else 0.0
+    if exposure > 0:
+        for name in ("count_time", "frame_time"):
+            d = det.create_dataset(name, data=exposure)
+            d.attrs["units"] = np.bytes_("s")
+    s0 = beam.s0
+    try:
+        bc = panel.get_beam_centre_px(s0)
+        for name, v in (("beam_center_x", bc[0]), ("beam_center_y", bc[1])):
+            d = det.create_dataset(name, data=float(v))
+            d.attrs["units"] = np.bytes_("pixel")
+    except Exception:
+        pass
+
+
+def _write_pixel_mask(det, panel, pixel_mask):
+    """``pixel_mask`` (slow, fast): bit 1 for the caller's bad pixels, bit 0 for module gaps."""
+    nx, ny = panel.image_size
+    mask = np.zeros((ny, nx), dtype=np.uint32) if pixel_mask is None else \
+        (np.asarray(pixel_mask) != 0).astype(np.uint32) * np.uint32(2)
+    if mask.shape != (ny, nx):
+        raise XtalError(f"pixel_mask has shape {mask.shape}, expected {(ny, nx)}")
+    for x0, y0, x1, y1 in panel.mask:
+        mask[int(y0):int(y1), int(x0):int(x1)] |= np.uint32(1)
+    det.create_dataset("pixel_mask", data=mask, compression="gzip", compression_opts=4)
+    det.create_dataset("pixel_mask_applied", data=np.int8(0))
+
+
+def _write_detector_geometry(det, panel):
+    """McStas depends_on chain: det_z along the panel normal (the distance, mm), then
+    the module offset (the rest of the origin) and the fast/slow pixel directions."""
+    nx, ny = panel.image_size
+    M = MCSTAS_TO_LAB
+    normal = panel.normal
+    dist = float(panel.origin @ normal)
+    n_dir = normal if dist >= 0 else -normal
+    dist = abs(dist)
+    dd = det.create_dataset("distance", data=dist)
+    dd.attrs["units"] = np.bytes_("mm")
+    tr = det.create_group("transformations")
+    tr.attrs["NX_class"] = np.bytes_("NXtransformations")
+    dz = tr.create_dataset("det_z", data=np.array([dist]))
+    _set_axis(dz, "translation", M @ n_dir, ".", "mm")
+    det_z = "/entry/instrument/detector/transformations/det_z"
+    _text(det, "depends_on", det_z)
+    mod = det.create_group("module")
+    mod.attrs["NX_class"] = np.bytes_("NXdetector_module")
+    mod.create_dataset("data_origin", data=np.array([0, 0], dtype=np.int64))
+    mod.create_dataset("data_size", data=np.array([ny, nx], dtype=np.int64))
+    mod.create_dataset("data_stride", data=np.array([1, 1], dtype=np.int64))
+    rest = M @ (panel.origin - dist * n_dir)
+    mo = mod.create_dataset("module_offset", data=0.0)
+    _set_axis(mo, "translation", M @ n_dir, det_z, "mm", offset=rest)
+    mo_path = "/entry/instrument/detector/module/module_offset"
+    fp = mod.create_dataset("fast_pixel_direction", data=float(panel.pixel_size[0]))
+    _set_axis(fp, "translation", M @ panel.fast_axis, mo_path, "mm")
+    sp = mod.create_dataset("slow_pixel_direction", data=float(panel.pixel_size[1]))
+    _set_axis(sp, "translation", M @ panel.slow_axis, mo_path, "mm")
+
+
+def _write_goniometer(sample, goniometer, scan):
+    """Sample rotation axes (innermost first, deg, McStas), per-image values on the scan axis."""
+    M = MCSTAS_TO_LAB
+    g = sample.create_group("transformations")
+    g.attrs["NX_class"] = np.bytes_("NXtransformations")
+    if goniometer.axes is not None:
+        axes = [np.asarray(a, float) for a in goniometer.axes]
+        angles, names, scan_axis = list(goniometer.angles), list(goniometer.names), goniometer.scan_axis
+    else:  # single axis: its lab direction (setting rotation applied)
+        axes, angles, names, scan_axis = [goniometer.rotation_axis_lab], [0.0], ["omega"], 0
+    start, width = scan.oscillation
+    n = scan.num_images
+    paths = [f"/entry/sample/transformations/{nm}" for nm in names]
+    for i, (ax, ang, nm) in enumerate(zip(axes, angles, names)):
+        dep = paths[i + 1] if i + 1 < len(names) else "."
+        if i == scan_axis:
+            values = start + width * np.arange(n)
+            d = g.create_dataset(nm, data=values)
+            e = g.create_dataset(nm + "_end", data=values + width)
+            e.attrs["units"] = np.bytes_("deg")
+            inc = g.create_dataset(nm + "_increment_set", data=float(width))
+            inc.attrs["units"] = np.bytes_("deg")
+        else:
+            d = g.create_dataset(nm, data=np.array([float(ang)]))
+        _set_axis(d, "rotation", M @ (ax / np.linalg.norm(ax)), dep, "deg")
+    _text(sample, "depends_on", paths[0])
+
+
+def _write_data_links(entry, base, panel, counts, dtype):
+    """``/entry/data``: external links ``data_000001`` … and a virtual dataset over them."""
+    nx, ny = panel.image_size
+    data = entry.create_group("data")
+    data.attrs["NX_class"] = np.bytes_("NXdata")
+    data.attrs["signal"] = np.bytes_("data")
+    total = int(sum(counts))
+    layout = h5py.VirtualLayout(shape=(total, ny, nx), dtype=dtype)
+    k = 0
+    for i, c in enumerate(counts):
+        fname = os.path.basename(f"{base}_data_{i + 1:06d}.h5")
+        data[f"data_{i + 1:06d}"] = h5py.ExternalLink(fname, "/entry/data/data")
+        layout[k:k + c] = h5py.VirtualSource(fname, "/entry/data/data", shape=(c, ny, nx))
+        k += c
+    data.create_virtual_dataset("data", layout, fillvalue=0)

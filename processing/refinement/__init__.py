@@ -5,6 +5,7 @@ are the parameterisations (parameterisation.py), the predictions with analytic
 derivatives (prediction_derivatives.py), the weighted residuals and sparse Jacobian
 (residuals.py), Levenberg–Marquardt (engine.py) and outlier rejection (outliers.py).
 """
-from .refiner import RefineParams, run_refine, sweep_name
+from .params import RefineParams
+from .refiner import run_refine, sweep_name
 
 __all__ = ["RefineParams", "run_refine", "sweep_name"]

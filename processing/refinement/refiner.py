@@ -1,4 +1,4 @@
-"""The refinement stage (dials.refine): ``RefineParams`` and ``run_refine``.
+"""The refinement stage (dials.refine): ``run_refine`` (its parameters, ``RefineParams``, in params.py).
 
 Refines beam, detector and crystal models of rotation sweeps against the indexed
 reflections' centroids (X, Y in mm, φ in rad, weighted by the inverse centroid
@@ -18,13 +18,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import XtalError
+from ..errors import SweepError, XtalError
 from ..models import ExperimentList
-from ..params import param, to_json
+from ..params import to_json
 from ..reflections import Flags, ReflectionTable
 from . import outliers as outl
 from .engine import levenberg_marquardt
@@ -32,67 +31,8 @@ from .parameterisation import (BeamParameterisation, CrystalOrientationParameter
                                CrystalUnitCellParameterisation, DetectorParameterisation,
                                GaussianSmoother, ScanVaryingCrystalOrientation,
                                ScanVaryingCrystalUnitCell, n_intervals)
+from .params import BEAM_FIX, CRYSTAL_FIX, DETECTOR_FIX, RefineParams  # noqa: F401 - re-exported
 from .residuals import ExperimentModels, Observations, ParameterSet, predict_experiment, residuals_and_jacobian
-
-BEAM_FIX = ("all", "in_spindle_plane", "out_spindle_plane", "wavelength", "none")
-DETECTOR_FIX = ("all", "position", "orientation", "distance", "none")
-CRYSTAL_FIX = ("all", "cell", "orientation", "none")
-
-
-@dataclass(frozen=True)
-class RefineParams:
-    """Parameters of ``xtal refine`` (dials.refine); names as DIALS's with '.' → '_'."""
-
-    scan_varying: str = param("auto", "true, false or auto (static then scan-varying crystal, as dials.refine)")
-    beam_fix: tuple[str, ...] = param(("in_spindle_plane", "wavelength"),
-                                      "beam.fix: any of all, in_spindle_plane, out_spindle_plane, wavelength; none")
-    detector_fix: str = param("none", "detector.fix: all, position, orientation, distance or none")
-    detector_panels: str = param("rigid", "rigid: all panels move as one body (DIALS automatic); per_panel: each panel alone")
-    crystal_fix: str = param("none", "crystal.fix: all, cell, orientation or none")
-    share_models: str = param("equal", "input: share beam/detector models as the input does; equal: also share "
-                                       "equal models (as dials.import combines them); all: one beam and detector for all sweeps")
-    interval_width_degrees: float = param(36.0, "smoother.interval_width_degrees for scan-varying models")
-    absolute_num_intervals: int | None = param(None, "smoother.absolute_num_intervals (overrides the width)")
-    block_width: float = param(1.0, "scan-varying models are evaluated at the centre of φ blocks this wide (deg)")
-    outlier_algorithm: str = param("auto", "outlier.algorithm: auto (mcd for scans), mcd, tukey or null")
-    outlier_block_width: float | None = param(18.0, "outlier.block_width (deg); None: whole scans")
-    minimum_number_of_reflections: int = param(20, "outlier.minimum_number_of_reflections per job (fewer: all flagged)")
-    separate_panels: bool = param(False, "outlier.separate_panels")
-    iqr_multiplier: float = param(1.5, "outlier.tukey.iqr_multiplier")
-    threshold_probability: float = param(0.975, "outlier.mcd.threshold_probability")
-    outlier_recheck: bool = param(False, "after refining, reject outliers again with the refined model and "
-                                         "refine again (DIALS rejects once per macrocycle)")
-    reflections_per_degree: float | None = param(None, "reflections.reflections_per_degree; None = Auto (all, "
-                                                       "unless a scan is wider than a turn)")
-    minimum_sample_size: int = param(1000, "reflections.minimum_sample_size")
-    maximum_sample_size: int | None = param(None, "reflections.maximum_sample_size")
-    random_seed: int = param(42, "reflections.random_seed for subsetting")
-    close_to_spindle_cutoff: float = param(0.02, "reflections.close_to_spindle_cutoff")
-    min_nref_per_parameter: int = param(5, "auto_reduction.min_nref_per_parameter: fewer and the sweep is set aside")
-    max_iterations: int = param(100, "refinery.max_iterations")
-    n_static_macrocycles: int = param(1, "number of static refinement macrocycles")
-    max_rmsd_px: float = param(5.0, "a sweep whose final RMSD X or Y (px) or Z (images) exceeds this is diverged")
-
-    def __post_init__(self):
-        sv = str(self.scan_varying).strip().lower()
-        sv = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(sv, sv)
-        if sv not in ("true", "false", "auto"):
-            raise ValueError(f"scan_varying={self.scan_varying}: expected true, false or auto")
-        object.__setattr__(self, "scan_varying", sv)
-        for v in self.beam_fix:
-            if v not in BEAM_FIX:
-                raise ValueError(f"beam.fix={v}: choose from {', '.join(BEAM_FIX)}")
-        checks = (("detector.fix", self.detector_fix, DETECTOR_FIX), ("crystal.fix", self.crystal_fix, CRYSTAL_FIX),
-                  ("detector.panels", self.detector_panels, ("rigid", "per_panel")),
-                  ("share_models", self.share_models, ("input", "equal", "all")),
-                  ("outlier.algorithm", self.outlier_algorithm, outl.ALGORITHMS))
-        for name, value, allowed in checks:
-            if value not in allowed:
-                raise ValueError(f"{name}={value}: choose from {', '.join(allowed)}")
-        if self.interval_width_degrees <= 0 or self.block_width <= 0:
-            raise ValueError("interval_width_degrees and block_width must be positive")
-        if self.max_iterations < 1 or self.n_static_macrocycles < 1:
-            raise ValueError("max_iterations and n_static_macrocycles must be at least 1")
 
 
 class _SweepFailure(Exception):
@@ -430,7 +370,9 @@ class _Run:
         active = [i for i in range(len(self.experiments)) if i not in self.failures]
         while True:
             if not active:
-                raise XtalError("no sweep could be refined: " + "; ".join(self.failures.values()))
+                raise SweepError("no sweep could be refined: " + "; ".join(self.failures.values()),
+                                 {i: m.removeprefix(sweep_name(self.experiments[i], i) + ": ")
+                                  for i, m in self.failures.items()})
             try:
                 return self.macrocycle(active, sv)
             except _SweepFailure as f:
@@ -469,15 +411,127 @@ def _crystal_update(e, m: ExperimentModels):
     return (Um @ Bm)[0], A
 
 
+def _split_shared_crystals(expts) -> None:
+    """A scan-varying crystal needs one scan: copy crystals shared between sweeps."""
+    owner = {}
+    for e in expts:
+        if e.crystal is None:
+            continue
+        if id(e.crystal) in owner and owner[id(e.crystal)] is not e.scan:
+            e.crystal = copy.deepcopy(e.crystal)
+        owner.setdefault(id(e.crystal), e.scan)
+
+
+def _update_crystals(expts, pset: ParameterSet, cov, k: int, sv: bool) -> None:
+    """Write macrocycle ``k``'s refined crystals (A, A at scan points and, after a
+    static cycle, the B covariance from the normal matrix) into the experiments."""
+    for i in sorted({i for p in pset.params for i in p.experiment_ids}):
+        e = expts[i]
+        m = pset.models[i]
+        A, A_sp = _crystal_update(e, m)
+        c = e.crystal
+        if getattr(c, "_refined_pass", None) == k:
+            continue
+        new = type(c).from_A(A, c.space_group_hall_symbol, B_covariance=c.B_covariance,
+                             A_at_scan_points=A_sp, extra=dict(c.extra))
+        c.real_space_a, c.real_space_b, c.real_space_c = new.real_space_a, new.real_space_b, new.real_space_c
+        c.A_at_scan_points = A_sp
+        if not sv and cov is not None and m.cell is not None:
+            cols = pset.columns[id(m.cell)]
+            free = cols >= 0
+            if np.any(free):
+                _, dB = m.cell.state()
+                Jb = dB.reshape(len(dB), 9).T[:, free]
+                C = cov[np.ix_(cols[free], cols[free])]
+                c.B_covariance = Jb @ C @ Jb.T
+            else:
+                c.B_covariance = None
+        c._refined_pass = k
+
+
+def _set_flags(refl: ReflectionTable, final: dict) -> np.ndarray:
+    """Set used_in_refinement and centroid_outlier from the final macrocycle; the used rows."""
+    flags = np.asarray(refl["flags"], np.uint64).copy() if "flags" in refl else np.zeros(len(refl), np.uint64)
+    flags &= ~np.uint64(int(Flags.used_in_refinement) | int(Flags.centroid_outlier))
+    used = np.concatenate([o.rows for o in final["data"]])
+    flags[used] |= np.uint64(int(Flags.used_in_refinement))
+    flags[final["outliers"]] |= np.uint64(int(Flags.centroid_outlier))
+    refl["flags"] = flags
+    return used
+
+
+def _refine_summary(expts, run: _Run, final: dict, params: RefineParams, cycles: list, used: np.ndarray) -> dict:
+    """The JSON-able summary of :func:`run_refine`."""
+    rows = []
+    for i in range(len(expts)):
+        if i in run.failures or i not in final["rmsds"]:
+            continue
+        rmsd, nref = final["rmsds"][i]
+        x, y, z = run._to_units(i, rmsd)
+        rows.append({"experiment": i, "nref": nref, "rmsd_x_px": x, "rmsd_y_px": y, "rmsd_z_images": z})
+    crystals = []
+    for i, e in enumerate(expts):
+        if e.crystal is None:
+            continue
+        sd = e.crystal.cell_parameter_sd()
+        crystals.append({"experiment": i, "refined": i not in run.failures,
+                         "unit_cell": [float(v) for v in e.crystal.unit_cell],
+                         "unit_cell_sd": [float(v) for v in sd] if sd else None,
+                         "space_group": e.crystal.space_group_symbol})
+    init = final["initial_rmsds"]
+    return {
+        "parameters": to_json(params),
+        "n_experiments": len(expts),
+        "n_refined": len(expts) - len(run.failures),
+        "rmsds_by_experiment": rows,
+        "initial_rmsds_by_experiment": [
+            {"experiment": i, "nref": init[i][1], **dict(zip(("rmsd_x_px", "rmsd_y_px", "rmsd_z_images"),
+                                                         run._to_units(i, init[i][0])))}
+            for i in sorted(init)],
+        "crystals": crystals,
+        "failed": [{"experiment": i, "identifier": expts[i].identifier, "message": msg}
+                   for i, msg in sorted(run.failures.items())],
+        "macrocycles": cycles,
+        "n_used_in_refinement": int(len(used)),
+        "n_centroid_outliers": int(final["outliers"].sum()),
+    }
+
+
 def run_refine(experiments: ExperimentList, reflections: ReflectionTable, params: RefineParams,
                progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
-    """Refine the models of indexed rotation sweeps.
+    """Refine the beam, detector and crystal models of indexed rotation sweeps (dials.refine).
 
-    Returns (refined experiments, reflections with xyzcal/s1 updated and the
-    used_in_refinement / centroid_outlier flags set, summary). Inputs are not
-    modified. The summary holds ``rmsds_by_experiment`` (the rows of DIALS's
-    "RMSDs by experiment" table), ``crystals`` (refined cells with e.s.d.s),
-    ``failed`` (one message per sweep set aside) and the fit history.
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Indexed sweeps (``indexed.expt``): models in the DIALS lab frame, crystal
+        A = U·B (Å⁻¹). Not modified.
+    reflections : ReflectionTable
+        Indexed reflections (``indexed.refl``) with ``miller_index``, ``id``,
+        ``xyzobs.mm.value`` (mm, mm, rad) and ``xyzobs.mm.variance``. Not modified.
+    params : RefineParams
+        What to refine and how (``scan_varying``, fixes, outlier rejection).
+    progress : callable, optional
+        ``progress(fraction, message)`` before each macrocycle.
+
+    Returns
+    -------
+    experiments : ExperimentList
+        Copies with the refined models (scan-varying crystals carry A at every
+        scan point); a sweep that could not be refined keeps its models.
+    reflections : ReflectionTable
+        With ``xyzcal.mm`` (mm, mm, rad), ``xyzcal.px`` (px fast, slow, frame) and
+        ``s1`` (Å⁻¹) recomputed, and the used_in_refinement / centroid_outlier
+        flags set.
+    summary : dict
+        ``rmsds_by_experiment`` (DIALS's "RMSDs by experiment" rows, px and
+        images), ``crystals`` (cells in Å and deg with e.s.d.s), ``failed`` (one
+        message per sweep set aside) and the fit history of each macrocycle.
+
+    Examples
+    --------
+    >>> refined_expts, refined, summary = run_refine(indexed_expts, indexed, RefineParams(scan_varying="false"))
+    >>> summary["rmsds_by_experiment"][0]["rmsd_x_px"]
     """
     if len(experiments) == 0:
         raise XtalError("no experiments to refine")
@@ -497,15 +551,8 @@ def run_refine(experiments: ExperimentList, reflections: ReflectionTable, params
             run.failures[i] = f"{sweep_name(e, i)}: no crystal model (not indexed); not refined"
         elif e.is_still:
             run.failures[i] = f"{sweep_name(e, i)}: not a rotation sweep (stills are not supported); not refined"
-    # a scan-varying crystal needs one scan: split crystals shared between sweeps
     if params.scan_varying != "false":
-        owner = {}
-        for e in expts:
-            if e.crystal is None:
-                continue
-            if id(e.crystal) in owner and owner[id(e.crystal)] is not e.scan:
-                e.crystal = copy.deepcopy(e.crystal)
-            owner.setdefault(id(e.crystal), e.scan)
+        _split_shared_crystals(expts)
     cycles = []
     static = None
     plan = []
@@ -520,28 +567,7 @@ def run_refine(experiments: ExperimentList, reflections: ReflectionTable, params
         pset = result["pset"]
         _apply(expts, pset)
         cov = result["lm"].covariance
-        for i in sorted({i for p in pset.params for i in p.experiment_ids}):
-            e = expts[i]
-            m = pset.models[i]
-            A, A_sp = _crystal_update(e, m)
-            c = e.crystal
-            if getattr(c, "_refined_pass", None) == k:
-                continue
-            new = type(c).from_A(A, c.space_group_hall_symbol, B_covariance=c.B_covariance,
-                                 A_at_scan_points=A_sp, extra=dict(c.extra))
-            c.real_space_a, c.real_space_b, c.real_space_c = new.real_space_a, new.real_space_b, new.real_space_c
-            c.A_at_scan_points = A_sp
-            if not sv and cov is not None and m.cell is not None:
-                cols = pset.columns[id(m.cell)]
-                free = cols >= 0
-                if np.any(free):
-                    _, dB = m.cell.state()
-                    Jb = dB.reshape(len(dB), 9).T[:, free]
-                    C = cov[np.ix_(cols[free], cols[free])]
-                    c.B_covariance = Jb @ C @ Jb.T
-                else:
-                    c.B_covariance = None
-            c._refined_pass = k
+        _update_crystals(expts, pset, cov, k, sv)
         for p in pset.params:
             cols = pset.columns[id(p)]
             if cov is not None:
@@ -556,48 +582,9 @@ def run_refine(experiments: ExperimentList, reflections: ReflectionTable, params
         if e.crystal is not None and hasattr(e.crystal, "_refined_pass"):
             del e.crystal._refined_pass
     final = static
-    pset = final["pset"]
-    # flags and predictions
-    flags = np.asarray(refl["flags"], np.uint64).copy() if "flags" in refl else np.zeros(len(refl), np.uint64)
-    flags &= ~np.uint64(int(Flags.used_in_refinement) | int(Flags.centroid_outlier))
-    used = np.concatenate([o.rows for o in final["data"]])
-    flags[used] |= np.uint64(int(Flags.used_in_refinement))
-    flags[final["outliers"]] |= np.uint64(int(Flags.centroid_outlier))
-    refl["flags"] = flags
-    _update_predictions(expts, refl, run, pset, params)
-    rows = []
-    for i in range(len(expts)):
-        if i in run.failures or i not in final["rmsds"]:
-            continue
-        rmsd, nref = final["rmsds"][i]
-        x, y, z = run._to_units(i, rmsd)
-        rows.append({"experiment": i, "nref": nref, "rmsd_x_px": x, "rmsd_y_px": y, "rmsd_z_images": z})
-    crystals = []
-    for i, e in enumerate(expts):
-        if e.crystal is None:
-            continue
-        sd = e.crystal.cell_parameter_sd()
-        crystals.append({"experiment": i, "refined": i not in run.failures,
-                         "unit_cell": [float(v) for v in e.crystal.unit_cell],
-                         "unit_cell_sd": [float(v) for v in sd] if sd else None,
-                         "space_group": e.crystal.space_group_symbol})
-    init = final["initial_rmsds"]
-    summary = {
-        "parameters": to_json(params),
-        "n_experiments": len(expts),
-        "n_refined": len(expts) - len(run.failures),
-        "rmsds_by_experiment": rows,
-        "initial_rmsds_by_experiment": [
-            {"experiment": i, "nref": init[i][1], **dict(zip(("rmsd_x_px", "rmsd_y_px", "rmsd_z_images"),
-                                                         run._to_units(i, init[i][0])))}
-            for i in sorted(init)],
-        "crystals": crystals,
-        "failed": [{"experiment": i, "identifier": expts[i].identifier, "message": msg}
-                   for i, msg in sorted(run.failures.items())],
-        "macrocycles": cycles,
-        "n_used_in_refinement": int(len(used)),
-        "n_centroid_outliers": int(final["outliers"].sum()),
-    }
+    used = _set_flags(refl, final)
+    _update_predictions(expts, refl, run, final["pset"], params)
+    summary = _refine_summary(expts, run, final, params, cycles, used)
     if progress:
         progress(1.0, "refined")
     return expts, refl, summary

@@ -246,7 +246,7 @@ def write_simulation(result: SimulationResult, out_dir: str) -> dict:
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
-        raise XtalError(f"output_dir={out_dir}: cannot create it ({e.strerror})") from None
+        raise XtalError(f"output_dir={out_dir}: cannot create it ({e.strerror})", field="output_dir") from None
     files: dict = {}
     p = result.params
     if result.reflections is not None:
@@ -310,7 +310,31 @@ def _json_default(o):
 
 
 def run_simulate(params: SimulateParams) -> tuple[dict, dict]:
-    """Simulate and write: returns (files, summary), both JSON-able."""
+    """Simulate a data set with known truth and write it (the stage ``xtal simulate``).
+
+    Parameters
+    ----------
+    params : SimulateParams
+        The preset and the fields that override it (cell in Å and deg, angles in
+        deg, distance in mm, wavelength and resolutions in Å); files go to
+        ``params.output_dir``.
+
+    Returns
+    -------
+    files : dict
+        The paths written, by kind: ``images`` (NXmx sweeps), ``truth_experiments``,
+        ``truth_reflections``, ``truth_partials`` in images mode, ``experiments``
+        and ``reflections`` (integrated-like) in reflections mode; ``true_mtz``
+        and ``truth`` in both.
+    summary : dict
+        JSON-able: preset, mode, space group, unit cell and one row per crystal
+        (cell, change of basis to the reference setting, flags), plus ``files``.
+
+    Examples
+    --------
+    >>> files, summary = run_simulate(SimulateParams(preset="tiny", output_dir="sim", seed=1))
+    >>> [c["unit_cell"][0] for c in summary["crystals"]]
+    """
     result = simulate(params)
     files = write_simulation(result, params.output_dir)
     summary = json.loads(json.dumps(result.summary, default=_json_default))

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..errors import XtalError
 from ..models import Beam, Detector, Goniometer, Panel, Scan
 from ..io.attenuation import mu_at_angstrom
 from ..io.images import module_gap_rectangles
@@ -63,7 +64,7 @@ def distance_for_edge(kind: str, wavelength: float, d_edge: float) -> float:
     """Distance (mm) at which the nearest detector edge is at resolution ``d_edge``."""
     s = wavelength / (2 * d_edge)
     if s >= 1:
-        raise ValueError("d_edge below λ/2")
+        raise XtalError(f"d_edge={d_edge:g}: must be more than λ/2 = {wavelength / 2:g} Å", field="d_edge")
     two_theta = 2 * math.asin(s)
     return nearest_edge_mm(kind) / math.tan(two_theta)
 

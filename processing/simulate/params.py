@@ -11,61 +11,58 @@ from dataclasses import dataclass
 import gemmi
 
 from ..errors import XtalError
-from ..params import param
-
-
-@dataclass(frozen=True)
-class SimulateParams:
-    """Parameters of the diffraction simulator (``xtal simulate key=value …``)."""
-
-    preset: str = param("tiny", 'Starting point: tiny, insulin-24 or lysozyme-wedges; the other fields override it.')
-    output_dir: str = param(".", 'Folder the files are written into (created if missing).')
-    mode: str | None = param(None, 'images (NXmx sweeps) or reflections (an integrated-like .expt/.refl, fast).')
-    seed: int = param(0, 'Random seed: the same parameters and seed give the same data set.')
-    n_crystals: int | None = param(None, 'Number of crystals (one sweep each).')
-    n_images: int | None = param(None, 'Images per sweep.')
-    oscillation_width: float | None = param(None, 'Rotation per image (deg).')
-    start_angle: float | None = param(None, 'Scan start angle φ of every sweep (deg).')
-    exposure_time: float | None = param(None, 'Exposure per image (s); signal and background scale with it.')
-    space_group: str | None = param(None, "Space group symbol (Hermann–Mauguin, e.g. 'I 21 3').")
-    unit_cell: tuple[float, ...] | None = param(None, 'Reference unit cell a, b, c (Å), α, β, γ (deg).')
-    d_min: float | None = param(None, 'High-resolution limit of the simulated reflections (Å); None: the detector corner.')
-    d_edge: float | None = param(None, 'Resolution at the nearest detector edge (Å); sets the distance when distance is None.')
-    distance: float | None = param(None, 'Sample–detector distance (mm); None: from d_edge.')
-    detector: str | None = param(None, 'eiger1m (1028×1062 px, for tests) or eiger9m (Eiger 2X 9M, 3108×3262 px).')
-    wavelength: float | None = param(None, 'X-ray wavelength (Å).')
-    mosaicity: float | None = param(None, 'Mosaic spread σ_m (deg), the Gaussian rocking width before the Lorentz factor.')
-    beam_divergence: float | None = param(None, 'Beam divergence σ_b (deg); sets the spot size on the detector and adds to the rocking width.')
-    cell_jitter: float | None = param(None, 'Relative standard deviation of the cell between crystals (kept in the space group).')
-    b_factor: float | None = param(None, 'Overall isotropic B of the reference structure (Å²).')
-    b_factor_jitter: float | None = param(None, 'Standard deviation of the per-crystal extra B (Å², added to b_factor).')
-    scale_jitter: float | None = param(None, 'Relative standard deviation of the per-crystal scale (crystal volume).')
-    signal: float | None = param(None, 'Mean counts of a fully recorded reflection at low resolution (before Lorentz/polarisation).')
-    background: float | None = param(None, 'Mean background counts per pixel per image at low angle, at the preset exposure.')
-    n_atoms: int | None = param(None, 'Random atoms in the asymmetric unit of the truth structure (ignored with model).')
-    model: str | None = param(None, 'A PDB/mmCIF model to compute the structure factors from instead of random atoms.')
-    n_weak: int | None = param(None, 'Crystals exposed 10× less (flag weak).')
-    n_non_isomorphous: int | None = param(None, 'Crystals with cell +2 % and perturbed atoms (flag non_isomorphous).')
-    n_damaged: int | None = param(None, 'Crystals with radiation damage: decay and B rising with image number (flag damaged).')
-    n_second_lattice: int | None = param(None, 'Crystals with a second lattice of random orientation in the same sweep (flag second_lattice).')
-    alt_setting_fraction: float | None = param(None, 'Fraction of crystals simulated in the alternative indexing setting (if the symmetry has one).')
-    damage_b_per_image: float | None = param(None, 'B increase per image of a damaged crystal (Å²).')
-    damage_decay_per_image: float | None = param(None, 'Relative intensity loss per image of a damaged crystal.')
-    saturation_value: int | None = param(None, 'Counts at which a pixel saturates (clipped; written as the NXmx saturation_value).')
-    images_per_file: int = param(100, 'Images per NXmx data file.')
-    error_model_a: float | None = param(None, "Reflection mode: multiplicative error-model factor a (σ' = a·√(σ² + (b·I)²)).")
-    error_model_b: float | None = param(None, 'Reflection mode: error-model term b.')
-    outlier_fraction: float | None = param(None, 'Reflection mode: fraction of observations made outliers (×3 to ×10).')
-
+from ..params import StageParams, param
 
 DETECTORS = ("eiger1m", "eiger9m")
 MODES = ("images", "reflections")
 
-_POSITIVE = ("n_crystals", "n_images", "oscillation_width", "exposure_time", "wavelength",
-             "signal", "n_atoms", "d_edge")
-_NON_NEGATIVE = ("mosaicity", "beam_divergence", "cell_jitter", "b_factor_jitter", "scale_jitter",
-                 "background", "n_weak", "n_non_isomorphous", "n_damaged", "n_second_lattice",
-                 "damage_b_per_image", "damage_decay_per_image", "error_model_b", "outlier_fraction")
+
+@dataclass(frozen=True)
+class SimulateParams(StageParams):
+    """Parameters of the diffraction simulator (``xtal simulate key=value …``)."""
+
+    preset: str = param("tiny", 'Starting point: tiny, insulin-24 or lysozyme-wedges; the other fields override it.')
+    output_dir: str = param(".", 'Folder the files are written into (created if missing).')
+    mode: str | None = param(None, 'images (NXmx sweeps) or reflections (an integrated-like .expt/.refl, fast).',
+                             choices=MODES)
+    seed: int = param(0, 'Random seed: the same parameters and seed give the same data set.')
+    n_crystals: int | None = param(None, 'Number of crystals (one sweep each).', ge=1)
+    # no limit: resolve() says "a sweep needs at least one image" instead
+    n_images: int | None = param(None, 'Images per sweep.')
+    oscillation_width: float | None = param(None, 'Rotation per image (deg).', gt=0)
+    start_angle: float | None = param(None, 'Scan start angle φ of every sweep (deg).')
+    exposure_time: float | None = param(None, 'Exposure per image (s); signal and background scale with it.', gt=0)
+    space_group: str | None = param(None, "Space group symbol (Hermann–Mauguin, e.g. 'I 21 3').")
+    unit_cell: tuple[float, ...] | None = param(None, 'Reference unit cell a, b, c (Å), α, β, γ (deg).')
+    d_min: float | None = param(None, 'High-resolution limit of the simulated reflections (Å); None: the detector corner.', gt=0)
+    d_edge: float | None = param(None, 'Resolution at the nearest detector edge (Å); sets the distance when distance is None.', gt=0)
+    distance: float | None = param(None, 'Sample–detector distance (mm); None: from d_edge.', gt=0)
+    detector: str | None = param(None, 'eiger1m (1028×1062 px, for tests) or eiger9m (Eiger 2X 9M, 3108×3262 px).',
+                                 choices=DETECTORS)
+    wavelength: float | None = param(None, 'X-ray wavelength (Å).', gt=0)
+    mosaicity: float | None = param(None, 'Mosaic spread σ_m (deg), the Gaussian rocking width before the Lorentz factor.', ge=0)
+    beam_divergence: float | None = param(None, 'Beam divergence σ_b (deg); sets the spot size on the detector and adds to the rocking width.', ge=0)
+    cell_jitter: float | None = param(None, 'Relative standard deviation of the cell between crystals (kept in the space group).', ge=0)
+    b_factor: float | None = param(None, 'Overall isotropic B of the reference structure (Å²).')
+    b_factor_jitter: float | None = param(None, 'Standard deviation of the per-crystal extra B (Å², added to b_factor).', ge=0)
+    scale_jitter: float | None = param(None, 'Relative standard deviation of the per-crystal scale (crystal volume).', ge=0)
+    signal: float | None = param(None, 'Mean counts of a fully recorded reflection at low resolution (before Lorentz/polarisation).', gt=0)
+    background: float | None = param(None, 'Mean background counts per pixel per image at low angle, at the preset exposure.', ge=0)
+    n_atoms: int | None = param(None, 'Random atoms in the asymmetric unit of the truth structure (ignored with model).', ge=1)
+    model: str | None = param(None, 'A PDB/mmCIF model to compute the structure factors from instead of random atoms.')
+    n_weak: int | None = param(None, 'Crystals exposed 10× less (flag weak).', ge=0)
+    n_non_isomorphous: int | None = param(None, 'Crystals with cell +2 % and perturbed atoms (flag non_isomorphous).', ge=0)
+    n_damaged: int | None = param(None, 'Crystals with radiation damage: decay and B rising with image number (flag damaged).', ge=0)
+    n_second_lattice: int | None = param(None, 'Crystals with a second lattice of random orientation in the same sweep (flag second_lattice).', ge=0)
+    alt_setting_fraction: float | None = param(None, 'Fraction of crystals simulated in the alternative indexing setting (if the symmetry has one).',
+                                               ge=0, le=1)
+    damage_b_per_image: float | None = param(None, 'B increase per image of a damaged crystal (Å²).', ge=0)
+    damage_decay_per_image: float | None = param(None, 'Relative intensity loss per image of a damaged crystal.', ge=0, lt=1)
+    saturation_value: int | None = param(None, 'Counts at which a pixel saturates (clipped; written as the NXmx saturation_value).')
+    images_per_file: int = param(100, 'Images per NXmx data file.', ge=1)
+    error_model_a: float | None = param(None, "Reflection mode: multiplicative error-model factor a (σ' = a·√(σ² + (b·I)²)).")
+    error_model_b: float | None = param(None, 'Reflection mode: error-model term b.', ge=0)
+    outlier_fraction: float | None = param(None, 'Reflection mode: fraction of observations made outliers (×3 to ×10).', ge=0)
 
 
 def parse_unit_cell(value) -> tuple[float, ...]:
@@ -77,9 +74,11 @@ def parse_unit_cell(value) -> tuple[float, ...]:
     try:
         cell = tuple(float(p) for p in parts)
     except (TypeError, ValueError):
-        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma") from None
+        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma",
+                        field="unit_cell") from None
     if len(cell) != 6:
-        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma, got {len(cell)}")
+        raise XtalError(f"unit_cell={value!r}: expected six numbers a,b,c,alpha,beta,gamma, got {len(cell)}",
+                        field="unit_cell")
     return cell
 
 
@@ -88,7 +87,7 @@ def resolve(params: SimulateParams) -> SimulateParams:
     from .presets import PRESETS
 
     if params.preset not in PRESETS:
-        raise XtalError(f"unknown preset {params.preset!r}; known presets: {', '.join(PRESETS)}")
+        raise XtalError(f"unknown preset {params.preset!r}; known presets: {', '.join(PRESETS)}", field="preset")
     base = PRESETS[params.preset]
     values = {}
     for f in dataclasses.fields(params):
@@ -102,35 +101,18 @@ def resolve(params: SimulateParams) -> SimulateParams:
 
 
 def _validate(p: SimulateParams) -> None:
-    if p.mode not in MODES:
-        raise XtalError(f"mode={p.mode!r}: must be one of {', '.join(MODES)}")
-    if p.detector not in DETECTORS:
-        raise XtalError(f"detector={p.detector!r}: must be one of {', '.join(DETECTORS)}")
+    """The rules between fields (the limits were checked when ``p`` was built)."""
+    if p.mode is None or p.detector is None:
+        raise XtalError(f"preset {p.preset!r} sets no {'mode' if p.mode is None else 'detector'}",
+                        field="mode" if p.mode is None else "detector")
     if p.n_images is not None and p.n_images <= 0:
-        raise XtalError(f"n_images={p.n_images}: a sweep needs at least one image")
-    if p.n_crystals is not None and p.n_crystals <= 0:
-        raise XtalError(f"n_crystals={p.n_crystals}: need at least one crystal")
-    for name in _POSITIVE:
-        v = getattr(p, name)
-        if v is not None and not v > 0:
-            raise XtalError(f"{name}={v}: must be positive")
-    for name in _NON_NEGATIVE:
-        v = getattr(p, name)
-        if v is not None and not v >= 0:
-            raise XtalError(f"{name}={v}: must not be negative")
-    if p.d_min is not None and not p.d_min > 0:
-        raise XtalError(f"d_min={p.d_min}: must be positive")
-    if p.distance is not None and not p.distance > 0:
-        raise XtalError(f"distance={p.distance}: must be positive (mm)")
-    if not 0 <= (p.alt_setting_fraction or 0) <= 1:
-        raise XtalError(f"alt_setting_fraction={p.alt_setting_fraction}: must be between 0 and 1")
-    if not 0 <= (p.damage_decay_per_image or 0) < 1:
-        raise XtalError(f"damage_decay_per_image={p.damage_decay_per_image}: must be in [0, 1)")
-    if p.images_per_file <= 0:
-        raise XtalError(f"images_per_file={p.images_per_file}: must be positive")
+        raise XtalError(f"n_images={p.n_images}: a sweep needs at least one image", field="n_images")
+    if p.distance is None and p.d_edge is not None and p.wavelength is not None and p.d_edge <= p.wavelength / 2:
+        raise XtalError(f"d_edge={p.d_edge:g}: must be more than λ/2 = {p.wavelength / 2:g} Å", field="d_edge")
     flagged = (p.n_weak or 0) + (p.n_non_isomorphous or 0)
     if p.n_crystals is not None and flagged > p.n_crystals:
-        raise XtalError(f"n_weak + n_non_isomorphous = {flagged} is more than n_crystals={p.n_crystals}")
+        raise XtalError(f"n_weak + n_non_isomorphous = {flagged} is more than n_crystals={p.n_crystals}",
+                        field="n_weak")
     if p.model is None:
         check_symmetry(p.space_group, p.unit_cell)
 
@@ -139,22 +121,23 @@ def check_symmetry(space_group: str, unit_cell) -> tuple[gemmi.SpaceGroup, tuple
     """The gemmi space group and the cell, or XtalError if either is impossible."""
     sg = gemmi.find_spacegroup_by_name(str(space_group)) if space_group else None
     if sg is None:
-        raise XtalError(f"space_group={space_group!r}: unknown space group")
+        raise XtalError(f"space_group={space_group!r}: unknown space group", field="space_group")
     if sg.is_centrosymmetric():
-        raise XtalError(f"space_group={space_group!r} is centrosymmetric; a protein crystal's is not")
+        raise XtalError(f"space_group={space_group!r} is centrosymmetric; a protein crystal's is not",
+                        field="space_group")
     cell = parse_unit_cell(unit_cell)
     a, b, c, al, be, ga = cell
     if min(a, b, c) <= 0:
-        raise XtalError(f"unit_cell={_fmt(cell)}: cell lengths must be positive")
+        raise XtalError(f"unit_cell={_fmt(cell)}: cell lengths must be positive", field="unit_cell")
     if min(al, be, ga) <= 0 or max(al, be, ga) >= 180 or al + be + ga >= 360 or \
             al >= be + ga or be >= al + ga or ga >= al + be:
-        raise XtalError(f"unit_cell={_fmt(cell)}: these angles make no cell")
+        raise XtalError(f"unit_cell={_fmt(cell)}: these angles make no cell", field="unit_cell")
     uc = gemmi.UnitCell(*cell)
     if not uc.volume > 0:
-        raise XtalError(f"unit_cell={_fmt(cell)}: the cell has no volume")
+        raise XtalError(f"unit_cell={_fmt(cell)}: the cell has no volume", field="unit_cell")
     if not uc.is_compatible_with_spacegroup(sg, 1e-3):
         raise XtalError(f"unit_cell={_fmt(cell)} does not fit space group {sg.xhm()} "
-                        f"({sg.crystal_system_str()})")
+                        f"({sg.crystal_system_str()})", field="unit_cell")
     return sg, cell
 
 

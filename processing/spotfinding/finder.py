@@ -22,105 +22,15 @@ import multiprocessing
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import XtalError
 from ..models import Experiment
-from ..params import param
 from ..reflections import Flags, ReflectionTable
 from .masks import static_panel_mask
+from .params import ALGORITHMS, FindSpotsParams  # noqa: F401 - ALGORITHMS re-exported for old imports
 from .regions import PanelLabeller, concat_spots, filter_spots, order_spots
-from .threshold import DispersionThreshold
-
-ALGORITHMS = ("dispersion_extended", "dispersion")
-
-
-@dataclass(frozen=True)
-class FindSpotsParams:
-    """Parameters of ``xtal find_spots`` (dials.find_spots); names as DIALS's leaves."""
-
-    threshold_algorithm: str = param("dispersion_extended", "threshold.algorithm: dispersion_extended (DIALS default) or dispersion")
-    gain: float | None = param(None, "threshold.dispersion.gain: flat detector gain (None: no gain map, as DIALS)")
-    kernel_size: tuple[int, ...] = param((3, 3), "threshold.dispersion.kernel_size: half-size of the local box (2k+1 pixels); one value or two (slow, fast)")
-    sigma_background: float = param(6.0, "threshold.dispersion.sigma_background: index-of-dispersion cut-off in standard deviations")
-    sigma_strong: float = param(3.0, "threshold.dispersion.sigma_strong: a strong pixel is this many standard deviations above the local mean")
-    min_local: int = param(2, "threshold.dispersion.min_local: minimum usable pixels in the box (≤ 0: the whole box)")
-    global_threshold: float = param(0.0, "threshold.dispersion.global_threshold: strong pixels must exceed this value")
-    min_spot_size: int | None = param(None, "filter.min_spot_size: fewest pixels in a spot (None = Auto: 3 for pixel-array detectors, 6 otherwise)")
-    max_spot_size: int = param(1000, "filter.max_spot_size: most pixels in a spot")
-    max_separation: float | None = param(2.0, "filter.max_separation: largest peak-to-centroid distance (px); None switches the filter off")
-    max_strong_pixel_fraction: float = param(0.25, "filter.max_strong_pixel_fraction: more strong pixels than this fraction of an image is an error")
-    d_min: float | None = param(None, "filter.d_min: mask pixels at higher resolution than this (Å)")
-    d_max: float | None = param(None, "filter.d_max: mask pixels at lower resolution than this (Å)")
-    ice_rings: bool = param(False, "filter.ice_rings.filter: mask hexagonal-ice rings")
-    ice_rings_width: float = param(0.002, "filter.ice_rings.width: width of an ice ring in 1/d² (Å⁻²)")
-    border: int = param(0, "filter.border: mask this many pixels at the panel edges")
-    disable_parallax_correction: bool = param(False, "filter.disable_parallax_correction: simple px→mm for the resolution masks")
-    region_of_interest: tuple[int, ...] | None = param(None, "region_of_interest: x0,x1,y0,y1 (px, end exclusive) to search")
-    scan_range: tuple[int, ...] = param((), "scan_range: first,last image numbers (inclusive) to search; several pairs allowed")
-    force_2d: bool = param(False, "force_2d: label spots per image even in a rotation sweep")
-    maximum_trusted_value: float | None = param(None, "maximum_trusted_value: override the panels' upper trusted value for spot finding")
-    nproc: int = param(1, "mp.nproc: worker processes (blocks of images per process)")
-
-    def __post_init__(self):
-        if self.threshold_algorithm not in ALGORITHMS:
-            raise XtalError(f"threshold_algorithm={self.threshold_algorithm}: choose one of {', '.join(ALGORITHMS)}")
-        ks = tuple(self.kernel_size)
-        if len(ks) not in (1, 2):
-            raise XtalError(f"kernel_size={','.join(map(str, ks))}: give one or two integers")
-        if min(ks) < 1:
-            raise XtalError(f"kernel_size={','.join(map(str, ks))}: must be at least 1")
-        if self.gain is not None and not self.gain > 0:
-            raise XtalError(f"gain={self.gain}: must be > 0")
-        if not self.sigma_background >= 0:
-            raise XtalError(f"sigma_background={self.sigma_background}: must be ≥ 0")
-        if not self.sigma_strong >= 0:
-            raise XtalError(f"sigma_strong={self.sigma_strong}: must be ≥ 0")
-        if not self.global_threshold >= 0:
-            raise XtalError(f"global_threshold={self.global_threshold}: must be ≥ 0")
-        n_kernel = (2 * ks[0] + 1) * (2 * ks[-1] + 1)
-        if self.min_local > 0 and not 1 < self.min_local <= n_kernel:
-            raise XtalError(f"min_local={self.min_local}: must be ≤ 0 or between 2 and {n_kernel} (the box's pixels)")
-        if self.min_spot_size is not None and self.min_spot_size < 1:
-            raise XtalError(f"min_spot_size={self.min_spot_size}: must be at least 1")
-        if self.max_spot_size < 1:
-            raise XtalError(f"max_spot_size={self.max_spot_size}: must be at least 1")
-        if self.min_spot_size is not None and self.max_spot_size <= self.min_spot_size:
-            raise XtalError(f"max_spot_size={self.max_spot_size} must be larger than min_spot_size={self.min_spot_size}")
-        if self.max_separation is not None and not self.max_separation >= 0:
-            raise XtalError(f"max_separation={self.max_separation}: must be ≥ 0")
-        if not 0 <= self.max_strong_pixel_fraction <= 1:
-            raise XtalError(f"max_strong_pixel_fraction={self.max_strong_pixel_fraction}: must be between 0 and 1")
-        for name in ("d_min", "d_max"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise XtalError(f"{name}={v}: must be > 0")
-        if self.d_min is not None and self.d_max is not None and self.d_min >= self.d_max:
-            raise XtalError(f"d_min={self.d_min} must be smaller than d_max={self.d_max}")
-        if not self.ice_rings_width >= 0:
-            raise XtalError(f"ice_rings_width={self.ice_rings_width}: must be ≥ 0")
-        if self.border < 0:
-            raise XtalError(f"border={self.border}: must be ≥ 0")
-        if self.region_of_interest is not None:
-            r = self.region_of_interest
-            if len(r) != 4 or not (0 <= r[0] < r[1] and 0 <= r[2] < r[3]):
-                raise XtalError("region_of_interest: give x0,x1,y0,y1 with 0 ≤ x0 < x1 and 0 ≤ y0 < y1")
-        if len(self.scan_range) % 2:
-            raise XtalError("scan_range: give pairs first,last of image numbers")
-        for a, b in zip(self.scan_range[::2], self.scan_range[1::2]):
-            if b < a:
-                raise XtalError(f"scan_range={a},{b}: must be in ascending order")
-        if self.nproc < 1:
-            raise XtalError(f"nproc={self.nproc}: must be at least 1")
-
-    def threshold(self) -> DispersionThreshold:
-        ks = tuple(self.kernel_size)
-        return DispersionThreshold(kernel_size=(ks[0], ks[-1]), sigma_background=self.sigma_background,
-                                   sigma_strong=self.sigma_strong, global_threshold=self.global_threshold,
-                                   min_local=self.min_local, gain=self.gain,
-                                   extended=self.threshold_algorithm == "dispersion_extended")
 
 
 def auto_min_spot_size(experiment: Experiment) -> int:
@@ -319,16 +229,120 @@ def _iter_images(experiment, reader, masks, params, i0, i1, pool, token):
             yield from result
 
 
+class _Labelled:
+    """What labelling the images of one experiment gives: spots, counts and timings."""
+
+    def __init__(self):
+        self.spots_parts = []
+        self.per_image = []
+        self.hot = []  # (panel, x, y) of hot pixels
+        self.t_read = self.t_thresh = self.t_label = 0.0
+        self.n_open_max = 0
+
+
+def _hot_pixels(experiment: Experiment, hot_cand) -> list[tuple[int, int, int]]:
+    """(panel, x, y) of the pixel indices strong on every image of a scan range."""
+    hot = []
+    for k, h in enumerate(hot_cand):
+        w = experiment.detector[k].image_size[0]
+        hot += [(k, int(v % w), int(v // w)) for v in h]
+    return hot
+
+
+def _label_images(experiment, reader, masks, params: FindSpotsParams, ranges, twod: bool, min_size: int,
+                  pool, progress) -> _Labelled:
+    """Threshold and label the images of every scan range, in image order."""
+    out = _Labelled()
+    offset = _frame_offset(experiment)
+    total = sum(b - a for a, b in ranges)
+    done = 0
+    token = uuid.uuid4().hex
+    for i0, i1 in ranges:
+        labellers = [PanelLabeller(k, p.image_size[0], twod, min_size, params.max_spot_size)
+                     for k, p in enumerate(experiment.detector)]
+        hot_cand = None
+        for i, pix, n_strong, tr, tt in _iter_images(experiment, reader, masks, params, i0, i1, pool, token):
+            t0 = time.perf_counter()
+            frame = offset + i
+            for lab, (idx, val) in zip(labellers, pix):
+                lab.add(frame, idx, val)
+            if not twod:
+                cand = [idx for idx, _ in pix]
+                hot_cand = cand if hot_cand is None else [np.intersect1d(a, b, assume_unique=True)
+                                                         for a, b in zip(hot_cand, cand)]
+            out.t_label += time.perf_counter() - t0
+            out.t_read += tr
+            out.t_thresh += tt
+            out.per_image.append({"image": frame + 1, "n_strong_pixels": int(n_strong)})
+            out.n_open_max = max(out.n_open_max, sum(lab.n_open for lab in labellers))
+            done += 1
+            if progress is not None:
+                progress(done / total)
+        t0 = time.perf_counter()
+        for lab in labellers:
+            lab.finish()
+            out.spots_parts.append(order_spots(lab.take()))
+        out.t_label += time.perf_counter() - t0
+        if hot_cand is not None and i1 - i0 > 1:
+            out.hot += _hot_pixels(experiment, hot_cand)
+    return out
+
+
+def _count_spots_per_image(per_image: list[dict], xyz: np.ndarray) -> None:
+    """Set ``n_spots`` of each per-image row from the spot centroids' z (as DIALS's histogram)."""
+    z_img = np.floor(xyz[:, 2]).astype(np.int64) if len(xyz) else np.zeros(0, np.int64)
+    images = np.array([r["image"] for r in per_image], np.int64)
+    n_per = np.zeros(len(images), np.int64)
+    if len(images):
+        pos = np.searchsorted(images - 1, z_img)
+        ok = (pos < len(images)) & (images[np.minimum(pos, len(images) - 1)] - 1 == z_img)
+        np.add.at(n_per, pos[ok], 1)
+    for r, c in zip(per_image, n_per):
+        r["n_spots"] = int(c)
+
+
 def find_spots(experiment: Experiment, reader, params: FindSpotsParams, progress=None,
                experiment_id: int = 0, pool=None) -> tuple[ReflectionTable, dict]:
-    """Find the strong spots of one experiment's images.
+    """Find the strong spots of one experiment's images (one sweep, or a set of stills).
 
-    ``reader`` gives ``get_raw_data(i)`` / ``get_mask()`` for 0-based images of the
-    experiment (``processing.io.images.open_imageset``); with ``nproc > 1`` the
-    worker processes open their own readers from ``experiment.imageset``.
-    ``pool`` (optional) is a pool from :func:`spawn_pool` to reuse across calls.
-    ``progress(fraction)`` is called after every image. Returns the strong-spot
-    table (DIALS strong.refl columns, ``id`` = ``experiment_id``) and a summary.
+    Parameters
+    ----------
+    experiment : Experiment
+        The models; the detector's panels, trusted ranges and masks, and the scan's
+        image numbers are used (the beam too for resolution or ice-ring masks).
+    reader
+        Gives ``get_raw_data(i)`` (one array per panel, slow × fast) and
+        ``get_mask()`` for the 0-based images of the experiment, as
+        ``processing.io.images.open_imageset`` does; ``len(reader)`` images. With
+        ``nproc > 1`` the worker processes open their own readers from
+        ``experiment.imageset``.
+    params : FindSpotsParams
+        The spot-finding parameters.
+    progress : callable, optional
+        ``progress(fraction)`` is called after every image (fraction 0–1).
+    experiment_id : int
+        Written to the ``id`` column.
+    pool : optional
+        A pool from :func:`spawn_pool` to reuse across calls (only with ``nproc > 1``).
+
+    Returns
+    -------
+    table : ReflectionTable
+        The strong spots with DIALS's strong.refl columns: ``xyzobs.px.value`` in
+        pixels (x fast, y slow, z frame; pixel centres at +0.5, z 0-based from the
+        scan's first array index), its variance (px²), ``bbox`` (x0, x1, y0, y1,
+        z0, z1, ends exclusive), ``intensity.sum.value`` (counts), ``n_signal``,
+        ``panel``, ``flags`` (strong) and ``id``.
+    summary : dict
+        JSON-able counts (spots, strong pixels, spots removed by each filter), the
+        per-image strong-pixel and spot counts, hot pixels and timings (s).
+
+    Examples
+    --------
+    >>> from processing.io.images import open_imageset
+    >>> e = experiments[0]
+    >>> table, summary = find_spots(e, open_imageset(e.imageset, e.scan), FindSpotsParams(d_min=2.0))
+    >>> summary["n_spots"], table["xyzobs.px.value"][:3]
     """
     t_start = time.perf_counter()
     if experiment.detector is None or len(experiment.detector) == 0:
@@ -337,17 +351,11 @@ def find_spots(experiment: Experiment, reader, params: FindSpotsParams, progress
     ranges = _image_ranges(experiment, n_images, params)
     min_size = params.min_spot_size if params.min_spot_size is not None else auto_min_spot_size(experiment)
     if params.max_spot_size <= min_size:
-        raise XtalError(f"max_spot_size={params.max_spot_size} must be larger than min_spot_size={min_size}")
+        raise XtalError(f"max_spot_size={params.max_spot_size} must be larger than min_spot_size={min_size}",
+                        field="max_spot_size")
     twod = _is_2d(experiment, params)
     masks = static_masks(experiment, reader, params)
-    offset = _frame_offset(experiment)
     total = sum(b - a for a, b in ranges)
-    done = 0
-    per_image = []
-    spots_parts = []
-    hot = []
-    t_read = t_thresh = t_label = 0.0
-    n_open_max = 0
     nproc = min(params.nproc, max(1, total))
     own_pool = False
     if nproc <= 1:
@@ -357,55 +365,17 @@ def find_spots(experiment: Experiment, reader, params: FindSpotsParams, progress
             raise XtalError("nproc > 1 needs the experiment's image source")
         pool = spawn_pool(nproc)
         own_pool = True
-    token = uuid.uuid4().hex
     try:
-        for i0, i1 in ranges:
-            labellers = [PanelLabeller(k, p.image_size[0], twod, min_size, params.max_spot_size)
-                         for k, p in enumerate(experiment.detector)]
-            hot_cand = None
-            for i, pix, n_strong, tr, tt in _iter_images(experiment, reader, masks, params, i0, i1, pool, token):
-                t0 = time.perf_counter()
-                frame = offset + i
-                for lab, (idx, val) in zip(labellers, pix):
-                    lab.add(frame, idx, val)
-                if not twod:
-                    cand = [idx for idx, _ in pix]
-                    hot_cand = cand if hot_cand is None else [np.intersect1d(a, b, assume_unique=True)
-                                                             for a, b in zip(hot_cand, cand)]
-                t_label += time.perf_counter() - t0
-                t_read += tr
-                t_thresh += tt
-                per_image.append({"image": frame + 1, "n_strong_pixels": int(n_strong)})
-                n_open_max = max(n_open_max, sum(lab.n_open for lab in labellers))
-                done += 1
-                if progress is not None:
-                    progress(done / total)
-            t0 = time.perf_counter()
-            for lab in labellers:
-                lab.finish()
-                spots_parts.append(order_spots(lab.take()))
-            t_label += time.perf_counter() - t0
-            if hot_cand is not None and i1 - i0 > 1:
-                for k, h in enumerate(hot_cand):
-                    w = experiment.detector[k].image_size[0]
-                    hot += [(k, int(v % w), int(v // w)) for v in h]
+        lab = _label_images(experiment, reader, masks, params, ranges, twod, min_size, pool, progress)
     finally:
         if own_pool:
             pool.close()
             pool.join()
-    spots = concat_spots(spots_parts)
+    spots = concat_spots(lab.spots_parts)
     kept, counts = filter_spots(spots, min_size, params.max_spot_size, params.max_separation)
     table = spots_to_table(kept, experiment_id, experiment.identifier)
-    # spots per image by centroid z (DIALS's histogram uses the centroid z)
-    z_img = np.floor(kept["xyz"][:, 2]).astype(np.int64) if len(kept["xyz"]) else np.zeros(0, np.int64)
-    images = np.array([r["image"] for r in per_image], np.int64)
-    n_per = np.zeros(len(images), np.int64)
-    if len(images):
-        pos = np.searchsorted(images - 1, z_img)
-        ok = (pos < len(images)) & (images[np.minimum(pos, len(images) - 1)] - 1 == z_img)
-        np.add.at(n_per, pos[ok], 1)
-    for r, c in zip(per_image, n_per):
-        r["n_spots"] = int(c)
+    per_image = lab.per_image
+    _count_spots_per_image(per_image, kept["xyz"])
     elapsed = time.perf_counter() - t_start
     summary = {
         "n_images": int(total),
@@ -418,13 +388,13 @@ def find_spots(experiment: Experiment, reader, params: FindSpotsParams, progress
         "min_spot_size": int(min_size),
         "max_spot_size": int(params.max_spot_size),
         "labelling": "2d" if twod else "3d",
-        "n_hot_pixels": len(hot),
-        "hot_pixels": [list(h) for h in hot[:1000]],
+        "n_hot_pixels": len(lab.hot),
+        "hot_pixels": [list(h) for h in lab.hot[:1000]],
         "per_image": per_image,
         "histogram": {"image": [r["image"] for r in per_image], "n_spots": [r["n_spots"] for r in per_image]},
-        "max_open_pixels": int(n_open_max),
+        "max_open_pixels": int(lab.n_open_max),
         "nproc": int(nproc),
-        "time": {"total": elapsed, "read": t_read, "threshold": t_thresh, "label": t_label},
+        "time": {"total": elapsed, "read": lab.t_read, "threshold": lab.t_thresh, "label": lab.t_label},
         "images_per_second": (total / elapsed) if elapsed > 0 else None,
     }
     return table, summary
@@ -451,10 +421,37 @@ def spots_to_table(spots: dict, experiment_id: int, identifier: str | None) -> R
 
 def run_find_spots(experiments, params: FindSpotsParams, progress=None,
                    readers=None) -> tuple[ReflectionTable, dict]:
-    """Find spots in every experiment; one table with ``id`` = experiment index.
+    """Find the strong spots of every experiment (the stage ``xtal find_spots``).
 
-    ``readers`` (optional) gives one reader per experiment; by default each is
-    opened with ``processing.io.images.open_imageset``.
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Imported experiments (``imported.expt``); each needs its image source.
+    params : FindSpotsParams
+        The spot-finding parameters; with ``nproc > 1`` one pool of worker
+        processes serves all experiments.
+    progress : callable, optional
+        ``progress(fraction)`` with the fraction (0–1) of all images done.
+    readers : list, optional
+        One image reader per experiment (see :func:`find_spots`); by default each
+        is opened with ``processing.io.images.open_imageset``.
+
+    Returns
+    -------
+    table : ReflectionTable
+        All strong spots (``strong.refl``), ``id`` = experiment index;
+        ``xyzobs.px.value`` in pixels (x fast, y slow, z frame).
+    summary : dict
+        JSON-able: ``n_spots``, ``n_images``, ``n_strong_pixels``, one
+        :func:`find_spots` summary per experiment (``experiments``), the time (s)
+        and images per second.
+
+    Examples
+    --------
+    >>> from processing.io.expt import read_experiments
+    >>> experiments = read_experiments("imported.expt")
+    >>> table, summary = run_find_spots(experiments, FindSpotsParams(nproc=4))
+    >>> summary["n_spots"]
     """
     if len(experiments) == 0:
         raise XtalError("no experiments to find spots in")

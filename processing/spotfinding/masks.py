@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from ..errors import XtalError
+
 ICE_CELL = (4.498, 4.498, 7.338, 90.0, 90.0, 120.0)
 ICE_SPACE_GROUP = "P 63/m m c"  # No. 194
 
@@ -78,7 +80,7 @@ def static_panel_mask(panel, beam, base: np.ndarray | None = None, *, border: in
     nx, ny = panel.image_size
     mask = np.ones((ny, nx), np.bool_) if base is None else np.array(base, dtype=np.bool_, copy=True)
     if mask.shape != (ny, nx):
-        raise ValueError(f"mask shape {mask.shape} does not match the panel ({ny}, {nx})")
+        raise XtalError(f"mask shape {mask.shape} does not match the panel ({ny}, {nx})")
     for x0, y0, x1, y1 in panel.mask:
         mask[int(y0):int(y1), int(x0):int(x1)] = False
     if border > 0:

@@ -71,10 +71,28 @@
     return ul;
   }
 
+  // "Retry failed sweeps" of a partial or failed fanned-out run (a POST with the page's CSRF token)
+  function retryForm(r) {
+    var token = document.querySelector("input[name=csrfmiddlewaretoken]");
+    if (!r.retry_url || !token) return null;
+    var form = el("form", null, "retry");
+    form.method = "post"; form.action = r.retry_url;
+    var t = el("input"); t.type = "hidden"; t.name = "csrfmiddlewaretoken"; t.value = token.value;
+    var b = el("button", "Retry failed sweeps"); b.type = "submit";
+    form.appendChild(t); form.appendChild(b);
+    return form;
+  }
+
   function runRow(r) {
     var status = el("span");
     status.appendChild(el("span", r.status, "badge " + r.status));
-    if (r.error) status.appendChild(errorBox(r.error));
+    if (r.error) {
+      var box = errorBox(r.error);
+      if (r.status === "partial") box.className = "run-partial run-error";
+      status.appendChild(box);
+    }
+    var retry = retryForm(r);
+    if (retry) status.appendChild(retry);
     var prog = el("span");
     prog.appendChild(bar(r.progress));
     prog.appendChild(document.createTextNode(" " + Math.round((r.progress || 0) * 100) + "%"));

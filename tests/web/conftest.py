@@ -23,6 +23,14 @@ from .helpers import SMARGON_CBF
 TEST_QUEUE = f"xtalweb-test-{uuid.uuid4().hex[:12]}"
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that run stages through the real Celery worker are marked ``worker``: the
+    Makefile runs them a second time on SQLite, the ``make run`` default."""
+    for item in items:
+        if "celery_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.worker)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _celery_test_queue():
     """Route every task of this session to the session's own queue; drop it afterwards."""
@@ -49,11 +57,10 @@ def celery_worker(_celery_test_queue, django_db_setup, django_db_blocker):
 
     from xtalweb.celery import app
 
-    if connection.vendor != "postgresql":
-        pytest.fail(
-            "the worker tests need PostgreSQL: run with "
-            "DATABASE_URL=postgresql://root@127.0.0.1:5432/test (see the Makefile)"
-        )
+    if connection.vendor not in ("postgresql", "sqlite"):
+        pytest.fail(f"the worker tests run on PostgreSQL or SQLite, not {connection.vendor}")
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.fail("the worker tests need a file SQLite database (settings: DATABASES TEST NAME)")
 
     def close_worker_connections(**kwargs):
         # runs in the worker thread: close its own (thread-local) connections, so that
@@ -115,9 +122,9 @@ def smargon_cbf():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """The simulator's ``tiny`` preset (3 crystals × 10 images, NXmx), made once per session
-    through ``tasks.simulate_into`` (the same function the demo command and the
+    through ``whole_project.simulate_into`` (the same function the demo command and the
     simulate task use)."""
-    from xtalweb.projects.tasks import simulate_into
+    from xtalweb.projects.whole_project import simulate_into
 
     target = tmp_path_factory.mktemp("simulated") / "tiny"
     try:
@@ -159,15 +166,14 @@ def tiny_indexed(tiny_dataset, tmp_path_factory):
     from processing.io.images import open_imageset
     from processing.io.refl import write_reflections
     from processing.models import ExperimentList
-    from processing.pipeline import ImportParams, run_import
+    from processing.importer import ImportParams, run_import
     from processing.reflections import ReflectionTable
     from processing.spotfinding import find_spots
 
-    from xtalweb.projects.stages import build_params, params_class, params_json, words_from_values
+    from processing.indexing import run_index
 
-    import importlib
+    from xtalweb.projects.stages import build_params, params_json, words_from_values
 
-    run_index = getattr(importlib.import_module(params_class("index").__module__), "run_index")
     root = tmp_path_factory.mktemp("tiny_indexed")
     files = sorted(str(p) for p in tiny_dataset.iterdir() if p.name.endswith("_master.h5"))
     experiments, imp_summary = run_import(ImportParams(paths=tuple(files)))
@@ -221,7 +227,7 @@ def indexed_project(tiny_indexed, tiny_data, folders, users):
     from django.utils import timezone
 
     from xtalweb.projects.models import Project, StageRun, Sweep, SweepRun
-    from xtalweb.projects.tasks import _sweep_from_summary
+    from xtalweb.projects.whole_project import sweep_from_summary
 
     manifest = json.loads((tiny_indexed / "manifest.json").read_text())
     project = Project.objects.create(name="tiny", owner=users["alice"], group=users["lab_a"],
@@ -245,7 +251,7 @@ def indexed_project(tiny_indexed, tiny_data, folders, users):
                     f.write(moved(text))
     manifest = json.loads(moved(json.dumps(manifest)))
     now = timezone.now()
-    Sweep.objects.bulk_create([_sweep_from_summary(project, s, True) for s in manifest["import"]["sweeps"]])
+    Sweep.objects.bulk_create([sweep_from_summary(project, s, True) for s in manifest["import"]["sweeps"]])
     imp = StageRun.objects.create(project=project, stage="import", status="succeeded", progress=1.0,
                                   output_dir=str(work / "001_import"), summary=manifest["import"],
                                   parameters={"data_root": str(tiny_data)}, started=now, finished=now)

@@ -27,7 +27,7 @@ def wait_for_run(run_id: int, timeout: float = 180.0):
     deadline = time.monotonic() + timeout
     while True:
         run = StageRun.objects.get(pk=run_id)
-        if run.status in (StageRun.Status.SUCCEEDED, StageRun.Status.FAILED):
+        if run.status in (StageRun.Status.SUCCEEDED, StageRun.Status.PARTIAL, StageRun.Status.FAILED):
             return run
         if time.monotonic() > deadline:
             pytest.fail(f"StageRun {run_id} still {run.status} after {timeout:.0f} s (progress {run.progress})")

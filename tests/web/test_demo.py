@@ -10,7 +10,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from xtalweb.projects import tasks
+from xtalweb.projects import runs
 from xtalweb.projects.models import Project, StageRun
 
 from .helpers import wait_for_run
@@ -79,8 +79,8 @@ def test_simulate_task_then_import(users, folders, tiny_dataset):
     shutil.copytree(tiny_dataset, target)
     project = Project.objects.create(name="sim", owner=users["alice"], data_root=str(target),
                                      work_dir=str(folders["work"] / "sim"))
-    run = tasks.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
-    tasks.dispatch_run(run.pk)
+    run = runs.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
+    runs.dispatch_run(run.pk)
     run = wait_for_run(run.pk)
     assert run.status == "succeeded", run.log
     assert run.summary["space_group"] == "I 21 3" and len(run.summary["crystals"]) == 3
@@ -93,8 +93,8 @@ def test_simulate_task_then_import(users, folders, tiny_dataset):
 def test_simulate_outside_the_data_roots_fails_clearly(users, folders):
     project = Project.objects.create(name="sim", owner=users["alice"], data_root=str(folders["outside"] / "x"),
                                      work_dir=str(folders["work"] / "sim"))
-    run = tasks.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
-    tasks.dispatch_run(run.pk)
+    run = runs.create_run(project, "simulate", parameters={"preset": "tiny"}, follow_up=["import"])
+    runs.dispatch_run(run.pk)
     run = wait_for_run(run.pk)
     assert run.status == "failed"
     assert "is outside the allowed data roots" in run.error

@@ -1,5 +1,5 @@
 """The import stage end to end: form → transaction.on_commit → Redis → a real Celery
-worker → processing.pipeline.run_import → StageRun, Sweep rows, imported.expt."""
+worker → processing.importer.run_import → StageRun, Sweep rows, imported.expt."""
 
 from __future__ import annotations
 

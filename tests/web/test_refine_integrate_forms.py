@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from xtalweb.projects import tasks
+from xtalweb.projects import runs
 from xtalweb.projects.models import Project, StageRun, Sweep, SweepRun
 
 pytestmark = pytest.mark.django_db
@@ -100,9 +100,10 @@ def test_forms_are_built_from_the_parameter_classes(client, users, refined):
 
 
 @pytest.mark.parametrize("stage, field, value, message", [
-    ("refine", "scan_varying", "maybe", "scan_varying=maybe: expected true, false or auto"),
-    ("refine", "max_iterations", "0", "max_iterations and n_static_macrocycles must be at least 1"),
-    ("integrate", "d_min", "-1", "d_min must be positive, got -1.0"),
+    # issue 10: limits are declared with the field and checked once, in one wording
+    ("refine", "scan_varying", "maybe", "scan_varying=maybe: must be one of true, false, auto"),
+    ("refine", "max_iterations", "0", "max_iterations=0: must be ≥ 1"),
+    ("integrate", "d_min", "-1", "d_min=-1.0: must be > 0"),
     ("integrate", "profile_fitting", "perhaps", "profile_fitting=perhaps: expected true or false"),
 ])
 def test_invalid_parameter_is_a_form_error_and_nothing_is_queued(
@@ -110,7 +111,7 @@ def test_invalid_parameter_is_a_form_error_and_nothing_is_queued(
     parent = refined["index"] if stage == "refine" else refined["refine"]
     n_runs, n_rows = StageRun.objects.count(), SweepRun.objects.count()
     client.force_login(users["alice"])
-    with mock.patch.object(tasks, "dispatch_run") as dispatch, \
+    with mock.patch.object(runs, "dispatch_run") as dispatch, \
             django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = post(client, refined["project"], stage, {f"{stage}-parent": parent.pk, f"{stage}-sweeps": ["0"],
                                                             f"{stage}-{field}": value})
@@ -125,7 +126,7 @@ def test_invalid_parameter_is_a_form_error_and_nothing_is_queued(
 
 def test_valid_refine_is_queued_on_the_chosen_sweeps(client, users, refined, django_capture_on_commit_callbacks):
     client.force_login(users["bob"])
-    with mock.patch.object(tasks, "dispatch_run") as dispatch, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch.object(runs, "dispatch_run") as dispatch, django_capture_on_commit_callbacks(execute=True):
         response = post(client, refined["project"], "refine", {
             "refine-parent": refined["index"].pk, "refine-sweeps": ["0", "2"], "refine-beam_fix": "all",
             "refine-outlier_algorithm": "tukey"})
@@ -145,7 +146,7 @@ def test_other_group_gets_404_on_refine_and_integrate(client, users, refined):
     n_runs = StageRun.objects.count()
     client.force_login(users["carol"])
     assert [client.get(u).status_code for u in urls] == [404] * 6
-    with mock.patch.object(tasks, "dispatch_run") as dispatch:
+    with mock.patch.object(runs, "dispatch_run") as dispatch:
         assert post(client, p, "refine", {"refine-parent": refined["index"].pk, "refine-sweeps": ["0"]}).status_code == 404
         assert post(client, p, "integrate", {"integrate-parent": ref.pk, "integrate-sweeps": ["0"]}).status_code == 404
     assert not dispatch.called and StageRun.objects.count() == n_runs

@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 
-from xtalweb.projects import tasks
+from xtalweb.projects import context, runs
 from xtalweb.projects.models import Project, StageRun, Sweep, SweepRun
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +69,7 @@ def post(client, project, stage, data):
     ("find_spots", "kernel_size", "3,x", "kernel_size=x: expected an integer"),
     ("index", "unit_cell", "1,2,3", "unit_cell needs 6 numbers (a, b, c, α, β, γ), got 3"),
     ("index", "space_group", "P 7", "unknown space group 'P 7'"),
-    ("index", "hkl_tolerance", "2", "hkl_tolerance must lie in (0, 0.5]"),
+    ("index", "hkl_tolerance", "2", "hkl_tolerance=2.0: must be > 0 and ≤ 0.5"),  # issue 10: one wording
 ])
 def test_invalid_parameters_are_a_form_error_and_nothing_is_queued(
         client, users, project, django_capture_on_commit_callbacks, stage, field, value, message):
@@ -77,7 +77,7 @@ def test_invalid_parameters_are_a_form_error_and_nothing_is_queued(
     parent = project["import"] if stage == "find_spots" else project["find_spots"]
     n_runs = StageRun.objects.count()
     client.force_login(users["alice"])
-    with mock.patch.object(tasks, "dispatch_run") as dispatch, \
+    with mock.patch.object(runs, "dispatch_run") as dispatch, \
             django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = post(client, p, stage, {f"{stage}-parent": parent.pk, f"{stage}-sweeps": ["0"],
                                            f"{stage}-{field}": value})
@@ -96,7 +96,7 @@ def test_invalid_parameters_are_a_form_error_and_nothing_is_queued(
 def test_tutorial_second_pass_is_typeable_and_queued(client, users, project, django_capture_on_commit_callbacks):
     p, fs = project["project"], project["find_spots"]
     client.force_login(users["bob"])
-    with mock.patch.object(tasks, "dispatch_run") as dispatch, \
+    with mock.patch.object(runs, "dispatch_run") as dispatch, \
             django_capture_on_commit_callbacks(execute=True):
         response = post(client, p, "index", {"index-parent": fs.pk, "index-sweeps": ["0", "2"],
                                              "index-unit_cell": "67,67,67,109,109,109"})
@@ -115,7 +115,7 @@ def test_tutorial_second_pass_is_typeable_and_queued(client, users, project, dja
 def test_joint_index_is_one_task_over_all_sweeps(client, users, project, django_capture_on_commit_callbacks):
     p, fs = project["project"], project["find_spots"]
     client.force_login(users["alice"])
-    with mock.patch.object(tasks, "dispatch_run"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch.object(runs, "dispatch_run"), django_capture_on_commit_callbacks(execute=True):
         response = post(client, p, "index", {"index-parent": fs.pk, "index-sweeps": ["0", "2"],
                                              "index-joint": "true"})
     assert response.status_code == 302
@@ -134,10 +134,10 @@ def test_sweep_not_offered_by_the_parent_is_refused(client, users, project):
 
 def test_dispatch_sends_a_chord_of_one_task_per_unit(users, project):
     p, fs = project["project"], project["find_spots"]
-    run = tasks.create_run(p, "index", parameters={"joint": False}, parents=[fs],
-                           sweeps=tasks.available_sweeps(fs))
+    run = runs.create_run(p, "index", parameters={"joint": False}, parents=[fs],
+                           sweeps=runs.available_sweeps(fs))
     with mock.patch("celery.chord") as chord:
-        tasks.dispatch_run(run.pk)
+        runs.dispatch_run(run.pk)
     header, = chord.call_args.args
     assert [(s.task, s.args) for s in header] == [
         ("xtalweb.projects.tasks.run_sweep_unit", (run.pk, 0)), ("xtalweb.projects.tasks.run_sweep_unit", (run.pk, 1))]
@@ -151,7 +151,7 @@ def test_other_group_gets_404_on_the_stage_endpoints(client, users, project):
     urls = [reverse("stagerun_report", args=[p.pk, fs.pk]), reverse("stagerun_report_json", args=[p.pk, fs.pk])]
     client.force_login(users["carol"])
     assert [client.get(u).status_code for u in urls] == [404, 404]
-    with mock.patch.object(tasks, "dispatch_run") as dispatch:
+    with mock.patch.object(runs, "dispatch_run") as dispatch:
         assert post(client, p, "index", data).status_code == 404
         assert post(client, p, "find_spots", {}).status_code == 404
     assert not dispatch.called and not StageRun.objects.filter(stage="index").exists()
@@ -195,7 +195,7 @@ def test_new_project_from_a_preset_queues_simulate_then_import(client, users, fo
     client.force_login(users["alice"])
     page = client.get(reverse("project_new")).content.decode()
     assert "insulin-24" in page and "LARGE" in page
-    with mock.patch.object(tasks, "dispatch_run") as dispatch, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch.object(runs, "dispatch_run") as dispatch, django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("project_new"), {"preset-preset": "tiny", "preset-name": "",
                                                         "preset-group": users["lab_a"].pk})
     assert response.status_code == 302
@@ -212,11 +212,11 @@ def test_new_project_from_a_preset_queues_simulate_then_import(client, users, fo
 
 def test_live_progress_of_each_sweep_and_the_run(users, project):
     p, fs = project["project"], project["find_spots"]
-    run = tasks.create_run(p, "index", parameters={"joint": False}, parents=[fs], sweeps=tasks.available_sweeps(fs))
+    run = runs.create_run(p, "index", parameters={"joint": False}, parents=[fs], sweeps=runs.available_sweeps(fs))
     StageRun.objects.filter(pk=run.pk).update(status="running")
     rows = list(run.sweep_runs.all())
     SweepRun.objects.filter(run=run).update(status="running")
-    ctx = tasks._UnitContext(run, rows)
+    ctx = context.UnitContext(run, rows)
     ctx.PERIOD = 0.0
     ctx.progress_for([rows[0]])(0.5, "half way")
     ctx.progress_for([rows[1]])(0.25)
@@ -227,5 +227,5 @@ def test_live_progress_of_each_sweep_and_the_run(users, project):
     ctx.progress_for([rows[1]])(1.0)
     run.refresh_from_db()
     assert run.progress == 0.99  # 1.0 only once the join has merged the sweeps
-    status = tasks.StageRun.objects.get(pk=run.pk).as_dict(compact=True)
+    status = StageRun.objects.get(pk=run.pk).as_dict(compact=True)
     assert [(s["name"], s["progress"]) for s in status["sweeps"]] == [("crystal_000", 1.0), ("crystal_002", 1.0)]

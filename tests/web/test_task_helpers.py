@@ -1,4 +1,4 @@
-"""Helpers of tasks.py that need neither the worker nor the science; settings; commands."""
+"""Helpers of the task modules that need neither the worker nor the science; settings; commands."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 
 from xtalweb.projects.permissions import DataPathError
-from xtalweb.projects.tasks import find_image_files, new_output_dir, one_line
+from xtalweb.projects.context import one_line
+from xtalweb.projects.datafiles import find_image_files
+from xtalweb.projects.folders import new_output_dir
 from xtalweb.settings import database_from_url
 
 

@@ -61,19 +61,19 @@ class StageRunForm(forms.Form):
 
     def __init__(self, stage: str, project, *args, **kwargs):
         from .models import StageRun
-        from .stages import STAGE_DEFS, form_fields
-        from .tasks import available_sweeps, default_parent
+        from .runs import available_sweeps, default_parent, left_out_sweeps
+        from .stages import form_fields, previous_stage
 
         kwargs.setdefault("prefix", stage)
         super().__init__(*args, **kwargs)
         self.stage = stage
-        self.stage_def = STAGE_DEFS[stage]
         self.project = project
         self.params = None
-        candidates = project.runs.filter(stage=self.stage_def.previous, status=StageRun.Status.SUCCEEDED)
+        candidates = project.runs.filter(stage=previous_stage(stage), status__in=StageRun.USABLE)
         self.fields["parent"].queryset = candidates.order_by("-finished", "-id")
         self.fields["parent"].label_from_instance = lambda r: (
-            f"#{r.pk} {r.get_stage_display()} ({r.finished:%Y-%m-%d %H:%M})" if r.finished else f"#{r.pk}")
+            (f"#{r.pk} {r.get_stage_display()} ({r.finished:%Y-%m-%d %H:%M})" if r.finished else f"#{r.pk}")
+            + (f" — partial: {r.error}" if r.status == StageRun.Status.PARTIAL else ""))
         latest = default_parent(project, stage)
         self.fields["parent"].initial = latest.pk if latest else None
         parent = latest
@@ -83,6 +83,9 @@ class StageRunForm(forms.Form):
             except (ValueError, TypeError, StageRun.DoesNotExist):
                 parent = latest
         self.available = available_sweeps(parent) if parent else []
+        #: the input run's sweeps this run cannot process, with the reason: ``[{index, name, error}]``
+        self.left_out = left_out_sweeps(parent)
+        self.input_run = parent
         self.fields["sweeps"].choices = [(s["index"], s["name"]) for s in self.available]
         included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
         self.fields["sweeps"].initial = [s["index"] for s in self.available if s["name"] in included]

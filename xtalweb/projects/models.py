@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+
+
+class StrictJSONEncoder(DjangoJSONEncoder):
+    """JSON as PostgreSQL's jsonb and SQLite's ``JSON_VALID`` accept it: NaN and ±inf are
+    refused with a ValueError when the row is saved (the science writes ``None``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_nan"] = False
+        super().__init__(*args, **kwargs)
 
 
 class Project(models.Model):
@@ -58,7 +68,7 @@ class Sweep(models.Model):
     beam_centre_y = models.FloatField(null=True, blank=True, help_text="px (slow)")
     distance = models.FloatField(null=True, blank=True, help_text="mm")
     included = models.BooleanField(default=True)
-    summary = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(encoder=StrictJSONEncoder, default=dict, blank=True)
 
     class Meta:
         ordering = ["project", "id"]
@@ -82,35 +92,34 @@ class Sweep(models.Model):
         }
 
 
-class StageRun(models.Model):
-    class Stage(models.TextChoices):
-        SIMULATE = "simulate", "simulate"
-        IMPORT = "import", "import"
-        FIND_SPOTS = "find_spots", "find spots"
-        INDEX = "index", "index"
-        REFINE = "refine", "refine"
-        INTEGRATE = "integrate", "integrate"
-        COSYM = "cosym", "cosym"
-        SCALE = "scale", "scale"
-        FILTER = "filter", "ΔCC½ filter"
-        RESOLUTION = "resolution", "resolution"
-        MERGE = "merge", "merge"
-        MULTIPLEX = "multiplex", "multiplex"
+def stage_choices() -> list[tuple[str, str]]:
+    """The stages a run may be of: ``simulate`` (the web's demo data) and every stage of
+    the science's registry (``processing.stages``), in pipeline order."""
+    from processing.stages import STAGES
 
+    return [("simulate", "simulate")] + [(s.name, s.title) for s in STAGES.values()]
+
+
+class StageRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
         RUNNING = "running", "running"
         SUCCEEDED = "succeeded", "succeeded"
+        #: a fanned-out run where some sweeps succeeded and some failed
+        PARTIAL = "partial", "partial"
         FAILED = "failed", "failed"
 
+    #: statuses whose (succeeded) sweeps a next run may start from
+    USABLE = (Status.SUCCEEDED, Status.PARTIAL)
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
-    stage = models.CharField(max_length=20, choices=Stage.choices)
-    parameters = models.JSONField(default=dict, blank=True)
+    stage = models.CharField(max_length=20, choices=stage_choices)
+    parameters = models.JSONField(encoder=StrictJSONEncoder, default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     log = models.TextField(blank=True)
     error = models.TextField(blank=True, help_text="The one clear message shown to the user.")
-    summary = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(encoder=StrictJSONEncoder, default=dict, blank=True)
     output_dir = models.CharField(max_length=4096, blank=True)
     parents = models.ManyToManyField("self", symmetrical=False, related_name="children", blank=True)
     follow_up = models.JSONField(
@@ -143,6 +152,9 @@ class StageRun(models.Model):
 
         return is_per_sweep(self.stage)
 
+    def get_stage_display(self) -> str:
+        return dict(stage_choices()).get(self.stage, self.stage)
+
     def as_dict(self, compact: bool = False) -> dict:
         """The run as JSON. ``compact`` leaves the bulky per-image/per-lattice parts of
         the per-sweep summaries out (the polled status endpoint); the report endpoint has
@@ -164,6 +176,10 @@ class StageRun(models.Model):
             "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
             "log_url": self.get_log_url(),
+            "retry_url": (reverse("stagerun_retry", args=[self.project_id, self.pk])
+                          if self.is_per_sweep and self.status in (self.Status.PARTIAL, self.Status.FAILED)
+                          else None),
+            "n_failed_sweeps": sum(1 for s in sweep_runs if s.status == self.Status.FAILED),
             "report_url": self.get_report_url(),
             "sweeps": [s.as_dict(compact=compact) for s in sweep_runs],
         }
@@ -190,7 +206,7 @@ class SweepRun(models.Model):
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)
     log = models.TextField(blank=True)
-    summary = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(encoder=StrictJSONEncoder, default=dict, blank=True)
     output_files = models.JSONField(default=list, blank=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

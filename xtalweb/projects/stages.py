@@ -1,93 +1,54 @@
-"""The stages the web app runs, and how their parameters are built.
-
-Each stage names its parameter dataclass in ``processing`` (found lazily: the web
-process imports the science only when a form or a task needs it), the stage whose
-latest succeeded run is its default parent, whether it fans out one task per sweep,
-and the DIALS-named files it writes.
+"""The stages as the web app sees them: the science's registry (``processing.stages``)
+plus what is the web's own — fields a form hides and web defaults with their reasons —
+registered beside each stage's report (``xtalweb.reports``).
 
 Parameters are always built by the stage's own dataclass through
-``processing.params.from_strings`` (the same path as ``xtal <stage> key=value``), so
-the web form accepts exactly what the command line accepts.
+``processing.params.from_strings`` (the same path as ``xtal <stage> key=value``), so a
+form accepts exactly what the command line accepts, DIALS's aliases included, and an
+error names the field it is about (``XtalError.field``).
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
-class StageDef:
-    name: str
-    title: str
-    #: "module:Class" of the parameter dataclass
-    params: str
-    #: stage whose succeeded run is the input (the default parent)
-    previous: str | None
-    per_sweep: bool
-    outputs: tuple[str, ...]
-    #: fields left out of the web form (e.g. nproc: a Celery worker scales by fan-out,
-    #: and a daemonic prefork worker may not start processes of its own)
-    hidden: frozenset[str] = field(default_factory=frozenset)
-    #: web defaults that differ from the dataclass default, with the reason
-    web_defaults: dict[str, tuple[str, str]] = field(default_factory=dict)
+def registry() -> dict:
+    """``processing.stages.STAGES`` (imports the science)."""
+    from processing.stages import STAGES
+
+    return STAGES
 
 
-STAGE_DEFS: dict[str, StageDef] = {
-    "find_spots": StageDef(
-        name="find_spots",
-        title="find spots",
-        params="processing.spotfinding:FindSpotsParams",
-        previous="import",
-        per_sweep=True,
-        outputs=("strong.refl",),
-        hidden=frozenset({"nproc"}),
-    ),
-    "index": StageDef(
-        name="index",
-        title="index",
-        params="processing.indexing:IndexParams",
-        previous="find_spots",
-        per_sweep=True,
-        outputs=("indexed.expt", "indexed.refl"),
-        hidden=frozenset({"nproc"}),
-        web_defaults={
-            "joint": ("false", "xtalweb indexes each crystal on its own (one task per sweep); "
-                               "true indexes all selected sweeps together as one crystal (DIALS's default)"),
-        },
-    ),
-    "refine": StageDef(
-        name="refine",
-        title="refine",
-        params="processing.refinement:RefineParams",
-        previous="index",
-        per_sweep=True,
-        outputs=("refined.expt", "refined.refl"),
-    ),
-    "integrate": StageDef(
-        name="integrate",
-        title="integrate",
-        params="processing.integration:IntegrateParams",
-        previous="refine",
-        per_sweep=True,
-        outputs=("integrated.expt", "integrated.refl"),
-        hidden=frozenset({"nproc"}),
-    ),
-}
+def web_options(stage: str):
+    """The stage's web registration (report, hidden fields, web defaults)."""
+    from xtalweb.reports.registry import REPORTS
 
-#: stages with a run form on the project page, in pipeline order
-FORM_STAGES = tuple(STAGE_DEFS)
+    return REPORTS[stage]
+
+
+def form_stages() -> tuple[str, ...]:
+    """Stages with a run form on the project page, in pipeline order: every stage that
+    starts from another stage's run."""
+    return tuple(name for name, s in registry().items() if s.previous is not None)
 
 
 def is_per_sweep(stage: str) -> bool:
-    d = STAGE_DEFS.get(stage)
-    return bool(d and d.per_sweep)
+    s = registry().get(stage)
+    return bool(s and s.per_sweep)
+
+
+def previous_stage(stage: str) -> str | None:
+    return registry()[stage].previous
+
+
+def title(stage: str) -> str:
+    return registry()[stage].title
 
 
 def params_class(stage: str):
-    """The stage's parameter dataclass (imports the science)."""
-    module, _, name = STAGE_DEFS[stage].params.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The stage's parameter dataclass."""
+    return registry()[stage].params
 
 
 @dataclass(frozen=True)
@@ -98,16 +59,21 @@ class ParamField:
 
 
 def form_fields(stage: str) -> list[ParamField]:
-    """The form's fields: ``processing.params.describe`` minus the hidden ones."""
-    from processing.params import describe
+    """The form's fields: ``processing.params.describe`` minus the hidden ones, with the
+    limits in the help text."""
+    from processing.params import describe, limits_text
 
-    d = STAGE_DEFS[stage]
+    web = web_options(stage)
+    cls = params_class(stage)
     out = []
-    for name, default, help_text in describe(params_class(stage)):
-        if name in d.hidden:
+    for name, default, help_text in describe(cls):
+        if name in web.hidden:
             continue
-        if name in d.web_defaults:
-            default, why = d.web_defaults[name]
+        bounds = limits_text(cls, name)
+        if bounds:
+            help_text = f"{help_text} ({bounds})"
+        if name in web.web_defaults:
+            default, why = web.web_defaults[name]
             help_text = f"{help_text} [web default {default}: {why}]"
         out.append(ParamField(name, default, help_text))
     return out
@@ -121,14 +87,6 @@ class ParamsError(ValueError):
         self.field = field
 
 
-def _field_of(message: str, names) -> str | None:
-    text = message.strip()
-    for name in sorted(names, key=len, reverse=True):
-        if text.startswith((f"{name}=", f"{name} ", f"{name}:", f"'{name}'")) or f"parameter {name!r}" in text:
-            return name
-    return None
-
-
 def words_from_values(stage: str, values: dict[str, str]) -> list[str]:
     """``key=value`` words for the fields whose text differs from the dataclass default.
 
@@ -136,55 +94,37 @@ def words_from_values(stage: str, values: dict[str, str]) -> list[str]:
     """
     from processing.params import describe
 
-    d = STAGE_DEFS[stage]
-    defaults = {name: default for name, default, _ in describe(params_class(stage))}
+    web = web_options(stage)
     words = []
-    for name, default in defaults.items():
-        if name in d.hidden:
+    for name, default, _ in describe(params_class(stage)):
+        if name in web.hidden:
             continue
         text = values.get(name)
         text = "" if text is None else str(text).strip()
         if text == "":
-            text = d.web_defaults[name][0] if name in d.web_defaults else default
+            text = web.web_defaults[name][0] if name in web.web_defaults else default
         if text != default:
             words.append(f"{name}={text}")
     return words
 
 
 def build_params(stage: str, words: list[str]):
-    """The stage's parameter dataclass from ``key=value`` words, validated.
+    """The stage's parameter dataclass from ``key=value`` words, validated, with the
+    checks the stage makes before any work (``web_options(stage).check``).
 
-    Raises :class:`ParamsError` with the science's own one-line message.
+    Raises :class:`ParamsError` with the science's own one-line message and field.
     """
     from processing.errors import XtalError
     from processing.params import from_strings
 
-    cls = params_class(stage)
-    names = [w.split("=", 1)[0].strip() for w in words]
     try:
-        params = from_strings(cls, list(words))
-    except (XtalError, ValueError, TypeError) as exc:
-        message = " ".join(str(exc).split()) or "invalid parameters"
-        raise ParamsError(message, _field_of(message, names)) from None
-    _check_extra(stage, params)
+        params = from_strings(params_class(stage), list(words))
+        check = web_options(stage).check
+        if check is not None:
+            check(params)
+    except XtalError as exc:
+        raise ParamsError(" ".join(str(exc).split()) or "invalid parameters", exc.field) from None
     return params
-
-
-def _check_extra(stage: str, params) -> None:
-    """Checks the stage itself makes before any work (so they are form errors too)."""
-    if stage == "index" and (getattr(params, "unit_cell", None) is not None or getattr(params, "space_group", None)):
-        try:
-            from processing.indexing.known_cell import TargetSymmetry
-        except ImportError:  # pragma: no cover - the science moved; the task reports it then
-            return
-        from processing.errors import XtalError
-
-        try:
-            TargetSymmetry.make(params.unit_cell, params.space_group)
-        except (XtalError, ValueError) as exc:
-            message = " ".join(str(exc).split())
-            field_name = "space_group" if "space group" in message else "unit_cell"
-            raise ParamsError(message, field_name) from None
 
 
 def params_json(params) -> dict:
@@ -196,7 +136,7 @@ def params_json(params) -> dict:
 # --- summaries for the polled status endpoint ---------------------------------------
 
 _BULKY_SWEEP_KEYS = ("per_image", "histogram", "hot_pixels", "lattices", "time", "traceback",
-                    "resolution_table", "macrocycles", "initial_rmsds_by_experiment")
+                     "resolution_table", "macrocycles", "initial_rmsds_by_experiment")
 
 
 def compact_sweep_summary(summary):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:pk>/", views.project_detail, name="project_detail"),
     path("<int:pk>/status.json", views.project_status, name="project_status"),
     path("<int:pk>/runs/new/<slug:stage>/", views.stagerun_new, name="stagerun_new"),
+    path("<int:pk>/runs/<int:run_id>/retry", views.stagerun_retry, name="stagerun_retry"),
     path("<int:pk>/runs/<int:run_id>/log", views.stagerun_log, name="stagerun_log"),
     path("<int:pk>/runs/<int:run_id>/", report_views.stagerun_report, name="stagerun_report"),
     path("<int:pk>/runs/<int:run_id>/report.json", report_views.stagerun_report_json, name="stagerun_report_json"),

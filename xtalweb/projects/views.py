@@ -14,18 +14,18 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import tasks
+from . import runs
 from .forms import NewProjectForm, PresetProjectForm, StageRunForm
 from .models import Project, StageRun
 from .permissions import data_roots, get_project_for_user, visible_projects
-from .stages import FORM_STAGES, STAGE_DEFS
+from .stages import form_stages, params_json, registry, title
 
 logger = logging.getLogger(__name__)
 
 
 def dispatch_import(run_id: int) -> None:
     """Queue the import task; if the broker cannot be reached, fail the run visibly."""
-    tasks.dispatch_run(run_id)
+    runs.dispatch_run(run_id)
 
 
 def _new_project(user, name, group, data_root) -> Project:
@@ -57,7 +57,7 @@ def project_new(request):
             with transaction.atomic():
                 project = _new_project(request.user, data["name"], data["group"], data["data_root"])
                 run = StageRun.objects.create(
-                    project=project, stage=StageRun.Stage.IMPORT, parameters={"data_root": project.data_root}
+                    project=project, stage="import", parameters={"data_root": project.data_root}
                 )
                 run_id = run.pk
                 transaction.on_commit(lambda: dispatch_import(run_id))
@@ -72,10 +72,10 @@ def project_new(request):
                 project = _new_project(request.user, data["name"], data["group"], "")
                 project.data_root = os.path.join(data_roots()[0], "simulated", f"{project.pk:04d}-{data['preset']}")
                 project.save(update_fields=["data_root"])
-                run = tasks.create_run(project, StageRun.Stage.SIMULATE, parameters={"preset": data["preset"]},
+                run = runs.create_run(project, "simulate", parameters={"preset": data["preset"]},
                                        follow_up=["import"])
                 run_id = run.pk
-                transaction.on_commit(lambda: tasks.dispatch_run(run_id))
+                transaction.on_commit(lambda: runs.dispatch_run(run_id))
         except OSError as exc:
             preset_form.add_error(None, f"Cannot create the project's work folder under {work_root}: {exc.strerror}")
         else:
@@ -86,9 +86,9 @@ def project_new(request):
 def _stage_forms(project, bound: StageRunForm | None = None) -> list[dict]:
     """One entry per runnable stage: its form, or why it cannot be shown."""
     out = []
-    for stage in FORM_STAGES:
-        entry = {"stage": stage, "title": STAGE_DEFS[stage].title,
-                 "previous": STAGE_DEFS[stage].previous, "form": None, "unavailable": ""}
+    for stage in form_stages():
+        entry = {"stage": stage, "title": title(stage),
+                 "previous": registry()[stage].previous, "form": None, "unavailable": ""}
         if bound is not None and bound.stage == stage:
             entry["form"] = bound
         else:
@@ -124,20 +124,35 @@ def project_detail(request, pk: int):
 def stagerun_new(request, pk: int, stage: str):
     """Queue a run (or rerun) of ``stage`` from the project page's form."""
     project = get_project_for_user(request, pk)
-    if stage not in STAGE_DEFS:
+    if stage not in form_stages():
         raise Http404("No such stage")
     form = StageRunForm(stage, project, request.POST)
     if not form.is_valid():
         return _render_project(request, project, bound=form)
-    from .stages import params_json
-
     with transaction.atomic():
-        run = tasks.create_run(project, stage, parameters=params_json(form.params),
+        run = runs.create_run(project, stage, parameters=params_json(form.params),
                                parents=[form.cleaned_data["parent"]], sweeps=form.selected_sweeps())
         run_id = run.pk
-        transaction.on_commit(lambda: tasks.dispatch_run(run_id))
-    messages.success(request, f"Queued {STAGE_DEFS[stage].title} (run #{run_id}) on "
+        transaction.on_commit(lambda: runs.dispatch_run(run_id))
+    messages.success(request, f"Queued {title(stage)} (run #{run_id}) on "
                               f"{len(form.selected_sweeps())} sweep(s).")
+    return redirect(f"{project.get_absolute_url()}#run-{run_id}")
+
+
+@login_required
+@require_http_methods(["POST"])
+def stagerun_retry(request, pk: int, run_id: int):
+    """Rerun only the failed sweeps of a partial (or failed) fanned-out run, into that run."""
+    project = get_project_for_user(request, pk)
+    run = get_object_or_404(StageRun, pk=run_id, project=project)
+    try:
+        with transaction.atomic():
+            names = runs.retry_failed_sweeps(run)
+            transaction.on_commit(lambda: runs.dispatch_units(run_id))
+    except runs.RetryError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Retrying {len(names)} failed sweep(s) of run #{run_id}: {', '.join(names)}.")
     return redirect(f"{project.get_absolute_url()}#run-{run_id}")
 
 
@@ -150,7 +165,8 @@ def project_status(request, pk: int):
             "project": {"id": project.pk, "name": project.name},
             "runs": [run.as_dict(compact=True) for run in project.runs.prefetch_related("sweep_runs", "parents")],
             "sweeps": [sweep.as_dict() for sweep in project.sweeps.all()],
-        }
+        },
+        json_dumps_params={"allow_nan": False},
     )
 
 

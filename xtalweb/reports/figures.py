@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from .registry import REPORTS, report
+
 
 def sweep_rows_of(run) -> list[dict]:
     """Per-sweep summaries ``{index, name, status, error, progress, summary}`` of ``run``:
@@ -58,7 +60,8 @@ def cell_with_sd(cell, sd) -> str:
 # --- find_spots ----------------------------------------------------------------------
 
 
-def find_spots_report(rows: list[dict]) -> dict:
+@report("find_spots", hidden={"nproc"})
+def find_spots_report(run, rows: list[dict]) -> dict:
     traces, table_rows, row_status = [], [], []
     total_images = total_spots = 0
     for r in rows:
@@ -94,7 +97,18 @@ def find_spots_report(rows: list[dict]) -> dict:
 # --- index ---------------------------------------------------------------------------------
 
 
-def index_report(rows: list[dict]) -> dict:
+def _check_index_symmetry(params) -> None:
+    """The known cell and space group fit each other (index checks it before any work)."""
+    if params.unit_cell is not None or params.space_group:
+        from processing.indexing.known_cell import TargetSymmetry
+
+        TargetSymmetry.make(params.unit_cell, params.space_group)
+
+
+@report("index", hidden={"nproc"}, check=_check_index_symmetry, web_defaults={
+    "joint": ("false", "xtalweb indexes each crystal on its own (one task per sweep); "
+                       "true indexes all selected sweeps together as one crystal (DIALS's default)")})
+def index_report(run, rows: list[dict]) -> dict:
     table_rows, row_status = [], []
     names, cells, sds = [], [], []
     for r in rows:
@@ -243,6 +257,7 @@ def rmsd_rows_of(run, rows: list[dict]) -> list[dict]:
     return out
 
 
+@report("refine")
 def refine_report(run, rows: list[dict]) -> dict:
     rmsd = rmsd_rows_of(run, rows)
     bad = badly_refined(rmsd)
@@ -328,12 +343,14 @@ _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 def _weighted_mean(table: list[dict], n_key: str, mean_key: str):
     """The mean over all reflections from the per-bin means (the bins partition them)."""
-    n = sum(int(b.get(n_key) or 0) for b in table)
+    bins = [b for b in table if b.get(mean_key) is not None and int(b.get(n_key) or 0) > 0]
+    n = sum(int(b[n_key]) for b in bins)
     if not n:
         return None
-    return sum(int(b.get(n_key) or 0) * float(b.get(mean_key) or 0.0) for b in table) / n
+    return sum(int(b[n_key]) * float(b[mean_key]) for b in bins) / n
 
 
+@report("integrate", hidden={"nproc"})
 def integrate_report(run, rows: list[dict]) -> dict:
     ids = experiment_ids(run, rows)
     table_rows, row_status, traces = [], [], []
@@ -398,7 +415,8 @@ def integrate_report(run, rows: list[dict]) -> dict:
 # --- import ---------------------------------------------------------------------------------
 
 
-def import_report(run) -> dict:
+@report("import")
+def import_report(run, rows: list[dict]) -> dict:
     rows = []
     for s in (run.summary or {}).get("sweeps") or []:
         ir = s.get("image_range") or [None, None]
@@ -411,20 +429,10 @@ def import_report(run) -> dict:
 
 
 def report_for_run(run) -> dict:
-    """The report of any StageRun (empty tables for stages without a report yet)."""
-    if run.stage == "find_spots":
-        body = find_spots_report(sweep_rows_of(run))
-    elif run.stage == "index":
-        body = index_report(sweep_rows_of(run))
-    elif run.stage == "refine":
-        body = refine_report(run, sweep_rows_of(run))
-    elif run.stage == "integrate":
-        body = integrate_report(run, sweep_rows_of(run))
-    elif run.stage == "import":
-        body = import_report(run)
-    else:
-        body = {"tables": [], "figures": []}
-    sweeps = [{k: r[k] for k in ("index", "name", "status", "error", "progress")} for r in sweep_rows_of(run)] \
-        if run.stage in ("find_spots", "index", "refine", "integrate") else []
+    """The report of any StageRun, drawn by its stage's registered builder."""
+    rows = sweep_rows_of(run)
+    body = REPORTS[run.stage].build(run, rows) if run.stage in REPORTS else {"tables": [], "figures": []}
+    sweeps = [{k: r[k] for k in ("index", "name", "status", "error", "progress")} for r in rows] \
+        if run.is_per_sweep else []
     return {"run": run.pk, "stage": run.stage, "status": run.status, "progress": run.progress,
             "error": run.error, "sweeps": sweeps, **body}

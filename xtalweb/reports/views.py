@@ -37,7 +37,7 @@ def stagerun_report(request, pk: int, run_id: int):
 @require_GET
 def stagerun_report_json(request, pk: int, run_id: int):
     run = _run(request, pk, run_id)
-    return JsonResponse(report_for_run(run), json_dumps_params={"ensure_ascii": False})
+    return JsonResponse(report_for_run(run), json_dumps_params={"ensure_ascii": False, "allow_nan": False})
 
 
 def plotly_js_path() -> str:

@@ -18,8 +18,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from xtalweb.projects import tasks
-from xtalweb.projects.models import Project, StageRun
+from xtalweb.projects import runs, whole_project
+from xtalweb.projects.models import Project
 from xtalweb.projects.permissions import data_roots
 
 DEMO_NAME = "Demo: tiny (3 crystals)"
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             raise CommandError("No data roots are configured (DATA_ROOTS)")
         target = os.path.join(roots[0], DEMO_FOLDER)
         try:
-            summary = tasks.simulate_into("tiny", target)
+            summary = whole_project.simulate_into("tiny", target)
         except Exception as exc:
             raise CommandError(f"could not simulate the demo data into {target}: {exc}") from None
         if summary.get("reused"):
@@ -60,9 +60,9 @@ class Command(BaseCommand):
             project.work_dir = os.path.join(work_root, str(project.pk))
             os.makedirs(project.work_dir, exist_ok=True)
             project.save(update_fields=["work_dir"])
-            run = tasks.create_run(project, StageRun.Stage.IMPORT, parameters={"data_root": target},
+            run = runs.create_run(project, "import", parameters={"data_root": target},
                                    follow_up=["find_spots", "index", "refine", "integrate"])
             run_id = run.pk
-            transaction.on_commit(lambda: tasks.dispatch_run(run_id))
+            transaction.on_commit(lambda: runs.dispatch_run(run_id))
         self.stdout.write(self.style.SUCCESS(
             f"Created the demo project #{project.pk} ({DEMO_NAME}); queued import → find_spots → index → refine → integrate"))
