@@ -37,10 +37,16 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def database_from_url(url: str) -> dict:
-    """Django DATABASES entry from ``postgres[ql]://user:password@host:port/name``."""
+    """Django DATABASES entry from ``postgres[ql]://user:password@host:port/name`` or
+    ``sqlite:////absolute/path.sqlite3``."""
     parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if not parts.path:
+            raise ValueError("DATABASE_URL: sqlite:////absolute/path/to/db.sqlite3")
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parts.path,
+                "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"}}
     if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
-        raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use postgresql://)")
+        raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use postgresql:// or sqlite://)")
     name = unquote(parts.path.lstrip("/"))
     if not name:
         raise ValueError("DATABASE_URL: no database name (postgresql://user@host:port/NAME)")

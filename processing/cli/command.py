@@ -34,6 +34,19 @@ class Command:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def plain_summary(summary: dict, *_) -> str:
+    """The summary's top-level numbers and words, one per line (a stage without tables)."""
+    return "\n".join(f"{k}: {v}" for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None)
+
+
+def default_command(stage: str) -> Command:
+    """The command of a stage whose module declares none: the registry's file names."""
+    from ..stages import STAGES
+
+    files = " ".join(STAGES[stage].inputs) or "FILES…"
+    return Command(stage, f"xtal {stage} {files} [key=value …]", plain_summary)
+
+
 def split_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
     """Split into (files, key=value words, wants help)."""
     files, words, help_ = [], [], False

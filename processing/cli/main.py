@@ -27,6 +27,20 @@ def stage_module(stage: str) -> str:
     return f"processing.cli.{stage}_" if keyword.iskeyword(stage) else f"processing.cli.{stage}"
 
 
+def stage_command(stage: str):
+    """The stage's :class:`Command`: its module's ``COMMAND`` (DIALS's tables), or, for a
+    stage without one, the registry's defaults with a plain summary."""
+    from .command import default_command
+
+    try:
+        module = importlib.import_module(stage_module(stage))
+    except ModuleNotFoundError as exc:
+        if exc.name != stage_module(stage):
+            raise
+        return default_command(stage)
+    return module.COMMAND
+
+
 def commands() -> dict[str, tuple[str, str]]:
     """Every command: ``{name: (module, one line)}``, the stages first in pipeline order."""
     from ..stages import STAGES
@@ -55,11 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
     warnings.showwarning = lambda message, category, *a, **k: print(
         f"xtal {name}: warning: {message}", file=sys.stderr)
-    module = importlib.import_module(table[name][0])
     try:
-        if hasattr(module, "COMMAND"):
-            return run_command(module.COMMAND, rest) or 0
-        return module.run(rest) or 0
+        if name not in TOOLS:
+            return run_command(stage_command(name), rest) or 0
+        return importlib.import_module(table[name][0]).run(rest) or 0
     except XtalError as e:
         print(f"xtal {name}: error: {e}", file=sys.stderr)
         return 1

@@ -742,6 +742,25 @@ def _sweep_error(k: int, name: str, message: str) -> SweepError:
     return SweepError(f"{name}: {reason}", {k: reason})
 
 
+def _plan_sweeps(experiments: ExperimentList, reflections: ReflectionTable, params: IntegrateParams):
+    """Each sweep's plan (predictions, frames) and the reflections' experiment ids."""
+    if reflections is None or len(reflections) == 0:
+        raise _sweep_error(0, sweep_name(experiments[0], 0), "the reflection list is empty "
+                           "(integration needs indexed reflections to model the profile)")
+    ids = reflections["id"] if "id" in reflections else np.zeros(len(reflections), dtype=np.int32)
+    plans = []
+    for k, e in enumerate(experiments):
+        sub = reflections.select(ids == k) if hasattr(reflections, "select") else reflections
+        if len(sub) == 0 and params.sigma_b is None:
+            raise _sweep_error(k, sweep_name(e, k), "no reflections of this sweep in the reflection list "
+                               "(integration needs indexed reflections to model the profile)")
+        try:
+            plans.append(_plan_sweep(k, e, sub, params))
+        except XtalError as exc:
+            raise _sweep_error(k, sweep_name(e, k), str(exc)) from None
+    return plans, ids
+
+
 def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, params: IntegrateParams,
                   progress=None) -> tuple[ExperimentList, ReflectionTable, dict]:
     """Integrate every sweep (the stage ``xtal integrate``, dials.integrate).
@@ -771,20 +790,7 @@ def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, par
     t_start = time.perf_counter()
     if len(experiments) == 0:
         raise XtalError("no experiments to integrate")
-    if reflections is None or len(reflections) == 0:
-        raise _sweep_error(0, sweep_name(experiments[0], 0), "the reflection list is empty "
-                           "(integration needs indexed reflections to model the profile)")
-    ids = reflections["id"] if "id" in reflections else np.zeros(len(reflections), dtype=np.int32)
-    plans = []
-    for k, e in enumerate(experiments):
-        sub = reflections.select(ids == k) if hasattr(reflections, "select") else reflections
-        if len(sub) == 0 and params.sigma_b is None:
-            raise _sweep_error(k, sweep_name(e, k), "no reflections of this sweep in the reflection list "
-                               "(integration needs indexed reflections to model the profile)")
-        try:
-            plans.append(_plan_sweep(k, e, sub, params))
-        except XtalError as exc:
-            raise _sweep_error(k, sweep_name(e, k), str(exc)) from None
+    plans, ids = _plan_sweeps(experiments, reflections, params)
     ex = _executor(params.nproc)
     n_steps = len(plans) * 2
     done = 0
