@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgresql://root@127.0.0.1:5432/test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test services venv clean-run
+.PHONY: run test services browser venv clean-run
 
 $(VENV)/.installed-run: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,18 @@ services:
 
 # The whole suite on PostgreSQL; then the tests that run stages through a real Celery
 # worker once more on SQLite, the zero-setup default of `make run`.
-test: $(VENV)/.installed-test services
+# Debian's Chromium and its driver for the browser tests: installed when missing and we
+# are root; otherwise those tests skip and say why.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver"; \
+	    (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) || \
+	    echo "could not install chromium: the browser tests will skip"; \
+	  fi; fi
+
+test: $(VENV)/.installed-test services browser
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q
 	env -u DATABASE_URL REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q -m worker tests/web
 

@@ -17,7 +17,7 @@ cell, or the cubic cell), orientation error vs the true U (after the change of
 basis, i.e. modulo the lattice symmetry and the indexing ambiguity). Prints JSON.
 
 Usage (from the repository root, as a module: it borrows helpers from
-tests/processing/test_indexing.py):
+tests/processing/indexing/test_indexer.py):
     .venv/bin/python -m benchmarks.index_insulin [--spots true|find]
        [--sweeps 19,0,1] [--cache DIR] [--nproc N]
 """
@@ -38,7 +38,7 @@ from processing.models import Experiment, ExperimentList, Scan
 from processing.models.crystal import cell_from_real_space
 from processing.simulate import simulate
 from processing.simulate.params import SimulateParams
-from tests.processing.test_indexing import I_TO_P, misorientation_deg, table_for
+from tests.processing.indexing.test_indexer import I_TO_P, misorientation_deg, table_for
 
 warnings.simplefilter("ignore")
 

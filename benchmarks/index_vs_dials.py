@@ -7,7 +7,7 @@ Both programs read the same imported.expt / strong.refl written here; DIALS runs
 a subprocess (its time includes start-up, reported separately). Prints JSON.
 
 Usage (from the repository root, as a module: it borrows helpers from
-tests/processing/test_indexing.py): .venv/bin/python -m benchmarks.index_vs_dials
+tests/processing/indexing/test_indexer.py): .venv/bin/python -m benchmarks.index_vs_dials
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from processing.models import Experiment, ExperimentList
 from processing.models.crystal import b_matrix
 from processing.models.goniometer import axis_angle_matrix
 from processing.reflections import Flags, ReflectionTable
-from tests.processing.test_indexing import eiger_experiment, spots_of
+from tests.processing.indexing.test_indexer import eiger_experiment, spots_of
 
 warnings.simplefilter("ignore")
 

@@ -154,7 +154,7 @@ def test_bad_nexus_fails_with_one_clear_message(client, users, folders, bad):
     import numpy as np
 
     from processing.io.nxmx import write_nxmx
-    from tests.processing.test_io_nxmx import synthetic_images, sweep_models
+    from tests.processing.io.test_nxmx import synthetic_images, sweep_models
 
     data = folders["data"] / "bad_nexus"
     data.mkdir()

@@ -12,7 +12,7 @@ from processing.io.images import (module_gap_rectangles, open_image_file, open_i
 from processing.io.nxmx import write_nxmx
 from processing.models import ImageSource, Scan
 
-from .test_io_nxmx import N, NX, NY, synthetic_images, sweep_models
+from .test_nxmx import N, NX, NY, synthetic_images, sweep_models
 
 SMARGON = "../shared/data/real/images/DLS_I03_smargon_0001.cbf"
 

@@ -8,7 +8,7 @@ import pytest
 from processing.cli.main import main
 from processing.io.expt import read_experiments
 from processing.io.nxmx import write_nxmx
-from tests.processing.test_io_nxmx import synthetic_images, sweep_models
+from tests.processing.io.test_nxmx import synthetic_images, sweep_models
 
 
 @pytest.fixture
