@@ -139,6 +139,36 @@ def test_valid_refine_is_queued_on_the_chosen_sweeps(client, users, refined, dja
     assert [(s.index, s.unit, s.status) for s in run.sweep_runs.all()] == [(0, 0, "queued"), (2, 1, "queued")]
 
 
+@pytest.mark.parametrize("stage, words, expect", [
+    ("refine", "beam.fix=all refinement.reflections.outlier.algorithm=tukey",
+     {"beam_fix": ["all"], "outlier_algorithm": "tukey"}),
+    ("integrate", "profile.fitting=false prediction.d_min=2.5 background.algorithm=simple",
+     {"profile_fitting": False, "d_min": 2.5, "background_algorithm": "simple"}),
+])
+def test_dials_names_in_the_form(client, users, refined, django_capture_on_commit_callbacks, stage, words, expect):
+    """DIALS's parameter names work in the web form as on the command line (issue 10)."""
+    parent = refined["index"] if stage == "refine" else refined["refine"]
+    client.force_login(users["bob"])
+    with mock.patch.object(runs, "dispatch_run"), django_capture_on_commit_callbacks(execute=True):
+        response = post(client, refined["project"], stage, {f"{stage}-parent": parent.pk, f"{stage}-sweeps": ["0"],
+                                                            f"{stage}-words": words})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    run = StageRun.objects.filter(stage=stage).latest("id")
+    assert {k: run.parameters[k] for k in expect} == expect
+
+
+def test_a_bad_dials_name_is_an_error_on_the_words_field(client, users, refined):
+    client.force_login(users["bob"])
+    with mock.patch.object(runs, "dispatch_run") as dispatch:
+        response = post(client, refined["project"], "refine", {
+            "refine-parent": refined["index"].pk, "refine-sweeps": ["0"], "refine-words": "beam.fix=sideways"})
+    assert response.status_code == 200 and not dispatch.called
+    body = response.content.decode()
+    form_part = body[body.index('id="form-refine"'):]
+    message = html.escape("beam_fix=sideways: must be one of")
+    assert message in form_part and form_part.index('name="refine-words"') < form_part.index(message)
+
+
 def test_other_group_gets_404_on_refine_and_integrate(client, users, refined):
     p, ref, integ = refined["project"], refined["refine"], refined["integrate"]
     urls = [reverse(name, args=[p.pk, run.pk]) for run in (ref, integ)

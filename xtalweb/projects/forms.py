@@ -58,6 +58,11 @@ class StageRunForm(forms.Form):
                                     help_text="The run whose outputs this run starts from.")
     sweeps = forms.TypedMultipleChoiceField(coerce=int, widget=forms.CheckboxSelectMultiple,
                                             label="Sweeps", help_text="Included sweeps are ticked.")
+    words = forms.CharField(
+        required=False, max_length=4000, label="More parameters",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "beam.fix=all outlier.algorithm=tukey"}),
+        help_text="key=value words as on the command line; DIALS's names are accepted. They override the "
+                  "fields above.")
 
     def __init__(self, stage: str, project, *args, **kwargs):
         from .models import StageRun
@@ -110,14 +115,26 @@ class StageRunForm(forms.Form):
 
         data = super().clean()
         values = {name: data.get(name, "") for name in self.param_names}
+        extra = (data.get("words") or "").split()
         try:
-            self.params = build_params(self.stage, words_from_values(self.stage, values))
+            self.params = build_params(self.stage, words_from_values(self.stage, values) + extra)
         except ParamsError as exc:
-            if exc.field in self.param_names:
+            typed = {w.partition("=")[0].strip() for w in extra}
+            if exc.field in self.param_names and exc.field not in typed and not self._aliased(exc.field, typed):
                 self.add_error(exc.field, str(exc))
+            elif extra:
+                self.add_error("words", str(exc))
             else:
                 self.add_error(None, str(exc))
         return data
+
+    def _aliased(self, field_name: str, keys) -> bool:
+        """Whether one of the typed ``keys`` names ``field_name`` (a DIALS alias)."""
+        from processing.params import resolve_key
+
+        from .stages import params_class
+
+        return any(resolve_key(params_class(self.stage), k) == field_name for k in keys)
 
     def selected_sweeps(self) -> list[dict]:
         chosen = set(self.cleaned_data.get("sweeps") or [])
