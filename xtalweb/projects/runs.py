@@ -19,7 +19,7 @@ from django.utils import timezone
 from .context import update_run_progress
 from .folders import new_output_dir
 from .models import Project, StageRun, SweepRun
-from .stages import is_per_sweep, previous_stage
+from .stages import is_per_sweep, previous_stage, takes_sweeps
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def available_sweeps(parent: StageRun | None) -> list[dict]:
     """
     if parent is None or parent.status not in StageRun.USABLE:
         return []
-    if is_per_sweep(parent.stage):
+    if parent.sweep_runs.exists():
         return [{"index": sr.index, "name": sr.name}
                 for sr in parent.sweep_runs.filter(status=StageRun.Status.SUCCEEDED).order_by("index")]
     sweeps = (parent.summary or {}).get("sweeps") or []
@@ -49,7 +49,7 @@ def default_parent(project: Project, stage: str) -> StageRun | None:
 
 def left_out_sweeps(parent: StageRun | None) -> list[dict]:
     """The sweeps of ``parent`` a next run cannot process: ``[{index, name, error}]``."""
-    if parent is None or not is_per_sweep(parent.stage):
+    if parent is None or not parent.sweep_runs.exists():
         return []
     return [{"index": sr.index, "name": sr.name, "error": sr.error or sr.status}
             for sr in parent.sweep_runs.exclude(status=StageRun.Status.SUCCEEDED).order_by("index")]
@@ -68,10 +68,11 @@ def create_run(project: Project, stage: str, *, parameters: dict | None = None,
                                   follow_up=list(follow_up))
     if parents:
         run.parents.set(parents)
-    if is_per_sweep(stage):
+    if takes_sweeps(stage):
         if not sweeps:
-            raise ValueError("a per-sweep stage needs at least one sweep")
-        joint = stage == "index" and bool((parameters or {}).get("joint"))
+            raise ValueError("a stage run needs at least one sweep")
+        # one unit task per sweep; one for all (index joint=true, and an ensemble stage)
+        joint = not is_per_sweep(stage) or (stage == "index" and bool((parameters or {}).get("joint")))
         rows = {s.name: s for s in project.sweeps.all()}
         SweepRun.objects.bulk_create([
             SweepRun(run=run, index=int(s["index"]), name=str(s["name"])[:255], sweep=rows.get(s["name"]),
@@ -96,6 +97,8 @@ def dispatch_run(run_id: int) -> None:
 
             units = sorted(set(run.sweep_runs.values_list("unit", flat=True)))
             chord([tasks.run_sweep_unit.si(run_id, u) for u in units])(tasks.join_stage_run.si(run_id))
+        elif takes_sweeps(run.stage):
+            tasks.run_ensemble_stage.delay(run_id)
         else:
             raise ValueError(f"the web app cannot run stage {run.stage!r} yet")
     except Exception:
@@ -178,7 +181,7 @@ def queue_follow_up(run_id: int) -> StageRun | None:
 
         parameters = {}
         sweeps = None
-        if is_per_sweep(stage):
+        if takes_sweeps(stage):
             parameters = params_json(build_params(stage, words_from_values(stage, {})))
             included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
             sweeps = [s for s in available_sweeps(run) if s["name"] in included]

@@ -38,6 +38,13 @@ def is_per_sweep(stage: str) -> bool:
     return bool(s and s.per_sweep)
 
 
+def takes_sweeps(stage: str) -> bool:
+    """Whether a run of ``stage`` works on sweeps chosen in its form (SweepRun rows): every
+    stage that starts from another stage's run, per sweep or on the ensemble."""
+    s = registry().get(stage)
+    return bool(s and s.previous is not None)
+
+
 def previous_stage(stage: str) -> str | None:
     return registry()[stage].previous
 

@@ -2,6 +2,7 @@
 
 - ``run_simulate_stage`` / ``run_import_stage``: the whole-project stages
   (``whole_project.py``).
+- ``run_ensemble_stage``: a stage on the whole ensemble (``ensemble.py``).
 - ``run_sweep_unit`` / ``join_stage_run``: the header tasks and the body of the chord
   a per-sweep run is (``per_sweep.py``; created and dispatched by ``runs.py``).
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import per_sweep, runs, whole_project
+from . import ensemble, per_sweep, runs, whole_project
 
 
 @shared_task(name="xtalweb.projects.tasks.run_simulate_stage")
@@ -39,6 +40,15 @@ def run_sweep_unit(stagerun_id: int, unit: int) -> dict:
 def join_stage_run(stagerun_id: int) -> str | None:
     """The chord body: merge the succeeded sweeps, finish the run, queue the follow-up."""
     status = per_sweep.join_run(stagerun_id)
+    if status is not None:
+        runs.queue_follow_up(stagerun_id)
+    return status
+
+
+@shared_task(name="xtalweb.projects.tasks.run_ensemble_stage")
+def run_ensemble_stage(stagerun_id: int) -> str | None:
+    """A stage on the whole ensemble (cosym …), then the follow-up."""
+    status = ensemble.run_ensemble(stagerun_id)
     if status is not None:
         runs.queue_follow_up(stagerun_id)
     return status

@@ -433,6 +433,6 @@ def report_for_run(run) -> dict:
     rows = sweep_rows_of(run)
     body = REPORTS[run.stage].build(run, rows) if run.stage in REPORTS else {"tables": [], "figures": []}
     sweeps = [{k: r[k] for k in ("index", "name", "status", "error", "progress")} for r in rows] \
-        if run.is_per_sweep else []
+        if run.sweep_runs.exists() else []
     return {"run": run.pk, "stage": run.stage, "status": run.status, "progress": run.progress,
             "error": run.error, "sweeps": sweeps, **body}
