@@ -22,6 +22,7 @@ from .models import ExperimentList
 from .refinement import RefineParams, run_refine
 from .spotfinding import FindSpotsParams, run_find_spots
 from .summary import json_ready
+from .symmetry import CosymParams, run_cosym
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           outputs=("integrated.expt", "integrated.refl"), per_sweep=True, previous="refine",
           sweep_outcomes=_integrate_outcomes,
           summed_counts=("n_predicted", "n_integrated_sum", "n_integrated_prf")),
+    Stage("cosym", "cosym", "Laue group and indexing ambiguity across the ensemble (dials.cosym)",
+          CosymParams, _with_reflections(run_cosym), inputs=("integrated.expt", "integrated.refl"),
+          outputs=("symmetrized.expt", "symmetrized.refl"), per_sweep=False, previous="integrate"),
 )}
 
 

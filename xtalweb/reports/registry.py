@@ -39,7 +39,7 @@ class _Reports(dict):
 
     def _load(self):
         if not _REPORTS:
-            from . import figures  # noqa: F401  (registers the builders)
+            from . import cosym, figures  # noqa: F401  (they register their builders)
         self.update(_REPORTS)
 
     def __getitem__(self, key):

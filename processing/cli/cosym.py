@@ -1,0 +1,56 @@
+"""`xtal cosym integrated.expt integrated.refl [space_group=…] [d_min=…] [seed=…]` (dials.cosym).
+
+Prints dials.cosym's tables — the score of every lattice operation, the subgroups,
+the best solution and the reindexing operator of each data set — and writes
+symmetrized.expt/.refl.
+"""
+from __future__ import annotations
+
+from .command import Command, run_command
+from .tables import num, psql_table
+
+
+def _operators(summary: dict) -> str:
+    rows = [[f"{o['likelihood']:.3f}", f"{o['z_cc']:.2f}", f"{o['cc']:.2f}", "***" if o["in_best"] else "",
+             o["operator"]] for o in summary["operators"]]
+    return psql_table(["likelihood", "Z-CC", "CC", "", "Operator"], rows)
+
+
+def _subgroups(summary: dict) -> str:
+    rows = [[r["patterson_group"], "***" if k == 0 else "", f"{r['likelihood']:.3f}", f"{r['z_cc_net']:.2f}",
+             f"{r['z_cc_for']:.2f}", f"{r['z_cc_against']:.2f}", r["reindex_operator"]]
+            for k, r in enumerate(summary["subgroups"][:12])]
+    return psql_table(["Patterson group", "", "Likelihood", "NetZcc", "Zcc+", "Zcc-", "Reindex operator"], rows)
+
+
+def report(summary: dict, experiments, reflections, params) -> str:
+    best = summary["best"]
+    cell = ", ".join(f"{v:.4f}".rstrip("0").rstrip(".") for v in best["unit_cell"])
+    by_op: dict[str, list[int]] = {}
+    for k, d in enumerate(summary["datasets"]):
+        by_op.setdefault(d["operator"], []).append(k)
+    out = [f"Lattice group: {summary['lattice_group']} ({summary['n_operations']} operations); "
+           f"embedding in {summary['dimensions']} dimensions; d_min {num(summary['d_min'])} Å", "",
+           _operators(summary), "", _subgroups(summary), "",
+           f"Best solution: {best['patterson_group']}", f"Space group: {best['space_group']}",
+           f"Unit cell: ({cell})", f"Reindex operator: {best['reindex_operator']}",
+           f"Laue group probability: {best['probability']:.3f}",
+           f"Laue group confidence: {best['confidence']:.3f}"]
+    if best.get("user_space_group"):
+        out.append(f"space_group={best['user_space_group']} given: used"
+                   + (f" (the analysis alone would choose {best['analysis_would_choose']})"
+                      if best.get("analysis_would_choose") != best["patterson_group"] else ""))
+    if summary.get("absences_note"):
+        out.append(summary["absences_note"])
+    out.append("Reindexing operators:")
+    out += [f"{op}: {ids}" for op, ids in sorted(by_op.items())]
+    for x in summary["excluded"]:
+        out.append(f"Left out: data set {x['id']} ({x['identifier']}): {x['reason']}")
+    return "\n".join(out)
+
+
+COMMAND = Command("cosym", "xtal cosym integrated.expt integrated.refl [key=value …]", report)
+
+
+def run(argv: list[str]) -> int:
+    return run_command(COMMAND, argv)

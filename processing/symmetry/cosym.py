@@ -1,0 +1,350 @@
+"""``run_cosym``: Laue group and indexing ambiguity of an ensemble (dials.cosym).
+
+1. Each data set's integrated intensities go to one primitive reduced basis, Friedel
+   mates merged, normalised to E² in resolution shells (``data.py``); data sets too
+   small to place are left out by name.
+2. The lattice group: rotations keeping the average reduced lattice (``lattice.py``).
+3. CC_ij(g) for every pair and lattice operation (``correlations.py``), then the cosym
+   embedding (``embedding.py``) in the dimensions where its functional levels off.
+4. Each operation scored from the embedding, each subgroup from those scores
+   (``laue.py``); the best subgroup's Patterson group and reference setting
+   (``spacegroup.py``); its chiral space groups told apart by systematic absences
+   where the data can (``absences.py``).
+5. One operation per data set so that all share one setting: each data set's copy
+   closest to the ensemble's consensus, reduced to its coset of the Laue group.
+
+Time grows with the data-set pairs that share reflections × (lattice operations)² ×
+dimensions per functional evaluation; memory with the reflections plus
+(operations × data sets²) float32 correlations.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..errors import XtalError
+from ..models import ExperimentList
+from ..models.crystal import Crystal, cell_from_real_space, hall_symbol
+from .absences import absence_scores
+from .correlations import pairwise_correlations
+from .data import centred_to_primitive, prepare
+from .embedding import choose_dimensions, composition_table, embed
+from .lattice import average_reduced_basis, lattice_operations, operator_name, reduce_basis, xyz_string
+from .laue import SIGMA_CC, likelihood, score_subgroups, subgroups
+from .params import CosymParams
+from .spacegroup import conventional_setting, laue_class, space_groups_of
+
+
+def _transforms(experiments: ExperimentList) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per experiment: T (h_red = T h) and its reduced basis rows (Å)."""
+    Ts, bases = [], []
+    for e in experiments:
+        if e.crystal is None:
+            raise XtalError(f"experiment {e.identifier or '?'} has no crystal model")
+        R = e.crystal.real_space_matrix
+        C = centred_to_primitive(e.crystal.space_group)
+        reduced, M = reduce_basis(C @ R)
+        Ts.append(M @ C)
+        bases.append(reduced)
+    return Ts, bases
+
+
+def _auto_d_min(datasets, threshold: float) -> float | None:
+    """The d where ⟨I⟩/⟨σ⟩ of all data sets' reflections, in 20 shells, first falls below
+    ``threshold`` (None: it never does)."""
+    d = np.concatenate([ds.d for ds in datasets])
+    if len(d) < 40:
+        return None
+    i = np.concatenate([ds.extra["intensity"] for ds in datasets])
+    s = np.concatenate([ds.extra["sigma"] for ds in datasets])
+    order = np.argsort(-d)  # low to high resolution
+    for chunk in np.array_split(order, 20):
+        if np.mean(i[chunk]) / np.mean(s[chunk]) < threshold:
+            return float(d[chunk].max())
+    return None
+
+
+def _consensus_ops(x: np.ndarray, n_iter: int = 10) -> np.ndarray:
+    """For each data set the operation whose copy lies closest (cosine) to the consensus
+    direction of all chosen copies; starts from the data set with the longest vector."""
+    unit = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+    start = int(np.argmax(np.linalg.norm(x[:, 0], axis=1)))
+    centre = unit[start, 0]
+    chosen = np.zeros(len(x), dtype=int)
+    for _ in range(n_iter):
+        new = np.argmax(unit @ centre, axis=1)
+        centre = unit[np.arange(len(x)), new].mean(axis=0)
+        centre /= max(np.linalg.norm(centre), 1e-12)
+        if np.array_equal(new, chosen):
+            break
+        chosen = new
+    return chosen
+
+
+def analyse(cc, weights, ops, table, params: CosymParams, dims=None):
+    """Embedding, operator scores and subgroup scores of one set of data sets."""
+    if dims is None:
+        tried = {}
+        coords = {}
+        for d in range(2, min(6, len(ops)) + 1):
+            coords[d], tried[d] = embed(cc, weights, table, d, params.seed, params.max_iterations)
+        dims = choose_dimensions(tried)
+        x = coords[dims]
+    else:
+        tried = {}
+        x, tried[dims] = embed(cc, weights, table, dims, params.seed, params.max_iterations)
+    unit = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+    # each data set's copy in the consensus setting, then every operation applied on top:
+    # reindexing by W_c then W_g is the copy of W_g W_c (an operation's CC is judged in
+    # one common setting, so a Laue group that is not normal in the lattice group, e.g.
+    # 4/m in a metrically cubic lattice, is seen whatever setting each data set is in)
+    chosen = _consensus_ops(x)
+    inv = np.array([int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))])
+    n = np.arange(len(x))
+    cc_op = np.array([np.mean(np.einsum("nd,nd->n", unit[n, chosen], unit[n, table[inv[g], chosen]]))
+                      for g in range(len(table))])
+    z = cc_op / SIGMA_CC
+    p = np.array([likelihood(float(c)) for c in cc_op])
+    groups = score_subgroups(subgroups(table), p, z)
+    return {"x": x, "dims": dims, "functional": tried, "cc": cc_op, "z": z, "p": p, "subgroups": groups,
+            "chosen": chosen}
+
+
+def _relabel(chosen: list[int], H: list[int], table: np.ndarray, rep: dict[int, int]) -> list[int]:
+    """The same assignment, re-expressed so that the most data sets keep their own
+    indexing (identity coset; ties: the first data set's). One operation applied to all
+    data sets keeps them consistent; this is done only when H is normal in the lattice
+    group, so that the relabelled setting has the same Laue group."""
+    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
+    Hs = set(H)
+    normal = all({int(table[g, int(table[inv[h], g])]) for h in H} <= Hs for g in range(len(table)))  # g⁻¹hg
+    if not normal:
+        return chosen
+    counts = {c: chosen.count(c) for c in chosen}
+    target = max(counts, key=lambda c: (counts[c], c == chosen[0]))
+    return [rep[int(table[target, c])] for c in chosen]  # W_target⁻¹ · W_c
+
+
+def _cosets(H: list[int], table: np.ndarray) -> dict[int, int]:
+    """Each operation c → the representative (lowest index) of its coset H·c: reindexing
+    by W_c or by W_h W_c (h a symmetry of the common setting) is the same."""
+    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
+    rep = {}
+    for g in range(len(table)):
+        coset = {int(table[inv[h], g]) for h in H}  # h·g
+        rep[g] = min(coset)
+    return rep
+
+
+def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, progress=None):
+    """Determine the Laue group of an ensemble and put every data set in one setting.
+
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Integrated experiments, one crystal each (any setting: P1 from indexing, or a
+        conventional centred cell).
+    reflections : ReflectionTable
+        Their integrated reflections (``id`` = experiment), DIALS's integrated.refl.
+    params : CosymParams
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    (experiments, reflections, summary)
+        The placed data sets reindexed into the chosen space group's reference setting
+        (symmetrized.expt/.refl) and a JSON-able summary: operator and subgroup scores,
+        best solution, per-data-set operators, embedding coordinates, excluded data sets.
+
+    Examples
+    --------
+    >>> expts, refl, summary = run_cosym(expts, refl, CosymParams())
+    >>> summary["best"]["patterson_group"]
+    'I m -3'
+    """
+    if len(experiments) < 2:
+        raise XtalError("cosym needs at least two data sets")
+    tick = progress or (lambda *a: None)
+    Ts, bases = _transforms(experiments)
+    ids = reflections["id"]
+    datasets, excluded = [], []
+    for i, e in enumerate(experiments):
+        ds = prepare(i, e.identifier, reflections.select(ids == i), Ts[i], params.d_min)
+        if len(ds.e2) < params.min_reflections:
+            excluded.append({"id": i, "identifier": e.identifier,
+                             "reason": f"only {len(ds.e2)} usable reflections (need {params.min_reflections})"})
+        else:
+            datasets.append(ds)
+    tick(0.1, "data prepared")
+    if len(datasets) < 2:
+        raise XtalError("fewer than two data sets can be placed: " + "; ".join(r["reason"] for r in excluded))
+    ops = lattice_operations(bases[datasets[0].index], params.lattice_symmetry_max_delta)
+    R_avg = average_reduced_basis([bases[ds.index] for ds in datasets], ops)
+    table = composition_table(ops)
+    d_min = params.d_min
+    if d_min is None:
+        d_min = _auto_d_min(datasets, params.min_i_mean_over_sigma_mean)
+        if d_min is not None:
+            datasets = [ds.cut(d_min) for ds in datasets]
+    cc, nn = pairwise_correlations(datasets, ops)
+    tick(0.3, "pairwise correlations")
+    weights = np.where(nn >= params.min_pairs, nn, 0.0)
+    alone = [k for k in range(len(datasets))
+             if not np.any(np.delete(weights[:, k, :], k, axis=1) > 0)]
+    for k in alone:
+        ds = datasets[k]
+        excluded.append({"id": ds.index, "identifier": ds.name,
+                         "reason": f"shares fewer than {params.min_pairs} reflections with every other data set"})
+    keep = [k for k in range(len(datasets)) if k not in alone]
+    if len(keep) < 2:
+        raise XtalError("fewer than two data sets share reflections")
+    datasets = [datasets[k] for k in keep]
+    cc, weights = cc[:, keep][:, :, keep], weights[:, keep][:, :, keep]
+    weights = weights / max(float(weights[weights > 0].mean()), 1e-12)
+    result = analyse(cc, weights, ops, table, params, params.dimensions)
+    tick(0.8, "embedding")
+    return _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min)
+
+
+def _choose_subgroup(result, ops, R_avg, params: CosymParams):
+    """The best subgroup (or the user's space group's), its Patterson group and setting."""
+    rows = result["subgroups"]
+    for r in rows:
+        sg, M = conventional_setting(ops[r["elements"]], R_avg, params.lattice_symmetry_max_delta)
+        r["patterson_group"] = sg.xhm() if sg is not None else laue_class(ops[r["elements"]])
+        r["reindex_operator"] = _abc(M) if M is not None else ""
+        r["_setting"] = (sg, M)
+    chosen = next((r for r in rows if r["_setting"][0] is not None), rows[0])
+    if params.space_group:
+        import gemmi
+
+        want = gemmi.find_spacegroup_by_name(params.space_group)
+        if want is None:
+            raise XtalError(f"unknown space group {params.space_group!r}", field="space_group")
+        match = [r for r in rows if r["_setting"][0] is not None
+                 and r["_setting"][0].laue_str() == want.laue_str()
+                 and r["_setting"][0].centring_type() == want.centring_type()]
+        if not match:
+            raise XtalError(f"space_group={params.space_group}: its Laue group does not fit the lattice "
+                            f"({', '.join(sorted({r['patterson_group'] for r in rows}))})", field="space_group")
+        chosen = match[0]
+    return chosen
+
+
+def _abc_any(M) -> str:
+    """A change of basis (integer or rational) in cctbx's abc notation."""
+    from ..indexing.lattice import abc_string
+
+    return abc_string(np.asarray(M, dtype=float))
+
+
+def _abc(M) -> str:
+    from ..indexing.lattice import abc_string
+
+    return abc_string(np.asarray(M, dtype=int))
+
+
+def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min):
+    best = _choose_subgroup(result, ops, R_avg, params)
+    sg_patterson, M_conv = best["_setting"]
+    if M_conv is None:
+        raise XtalError(f"no reference setting found for the Laue group {best['patterson_group']}")
+    rep = _cosets(best["elements"], table)
+    chosen = _relabel([rep[int(g)] for g in result["chosen"]], best["elements"], table, rep)
+    per_set = {ds.index: g for ds, g in zip(datasets, chosen)}
+    total = {i: M_conv @ ops[g] @ Ts[i] for i, g in per_set.items()}
+    merged = _conventional_reflections(reflections, total)
+    candidates = space_groups_of(sg_patterson)
+    absences = absence_scores(merged, candidates)
+    if params.space_group:
+        import gemmi
+
+        space_group = gemmi.find_spacegroup_by_name(params.space_group)
+    else:
+        space_group = gemmi_sg(absences["chosen"])
+    out_e, out_r = _reindexed(experiments, reflections, total, space_group)
+    probability = best["likelihood"]
+    others = [r["likelihood"] for r in result["subgroups"] if r is not best]
+    summary = {
+        "lattice_group": _lattice_name(ops, R_avg, params),
+        "n_operations": len(ops),
+        "d_min": d_min,
+        "dimensions": result["dims"],
+        "functional": {str(k): v for k, v in result["functional"].items()},
+        "operators": [{"operator": operator_name(W, R_avg), "reindex": xyz_string(W),
+                       "likelihood": float(p), "z_cc": float(z), "cc": float(c),
+                       "in_best": g in best["elements"]}
+                      for g, (W, p, z, c) in enumerate(zip(ops, result["p"], result["z"], result["cc"]))],
+        "subgroups": [{k: v for k, v in r.items() if not k.startswith("_") and k != "log_likelihood"}
+                      for r in result["subgroups"]],
+        "best": {"patterson_group": best["patterson_group"], "space_group": space_group.xhm(),
+                 "unit_cell": list(cell_from_real_space(M_conv @ R_avg)),
+                 "reindex_operator": best["reindex_operator"], "probability": probability,
+                 "confidence": max(0.0, probability - max(others, default=0.0)),
+                 "user_space_group": params.space_group},
+        "space_groups": absences["rows"], "absences_note": absences["note"],
+        "datasets": [{"id": ds.index, "identifier": ds.name, "n_reflections": int(len(ds.e2)),
+                      "operator": xyz_string(ops[per_set[ds.index]]),
+                      # the whole change of basis from the data set's input indexing to the output
+                      "change_of_basis": _abc_any(total[ds.index]),
+                      "matrix": [[float(v) for v in row] for row in total[ds.index]],
+                      "coordinates": [float(v) for v in result["x"][k, 0, :2]]}
+                     for k, ds in enumerate(datasets)],
+        "excluded": excluded,
+    }
+    if params.space_group:
+        summary["best"]["analysis_would_choose"] = result["subgroups"][0].get("patterson_group")
+    return out_e, out_r, summary
+
+
+def _lattice_name(ops, R_avg, params) -> str:
+    sg, _ = conventional_setting(ops, R_avg, params.lattice_symmetry_max_delta)
+    return sg.xhm() if sg is not None else laue_class(ops)
+
+
+def gemmi_sg(name: str):
+    import gemmi
+
+    return gemmi.SpaceGroup(name)
+
+
+def _conventional_reflections(reflections, total: dict[int, np.ndarray]):
+    """(hkl, I/σ) of the placed data sets' integrated reflections in the reference setting."""
+    from .data import select_intensities
+
+    keep, intensity, variance, _ = select_intensities(reflections)
+    ids = reflections["id"]
+    hkl_all, ios = [], []
+    for i, T in total.items():
+        sel = keep & (ids == i)
+        h = reflections["miller_index"][sel].astype(float) @ T.T
+        hkl_all.append(np.rint(h).astype(np.int64))
+        ios.append(intensity[sel] / np.sqrt(variance[sel]))
+    return np.concatenate(hkl_all), np.concatenate(ios)
+
+
+def _reindexed(experiments, reflections, total: dict[int, np.ndarray], space_group):
+    """The placed experiments and their reflections, reindexed, ids from 0."""
+    out_e = ExperimentList()
+    ids = reflections["id"]
+    order = sorted(total)
+    rows = np.isin(ids, order)
+    out_r = reflections.select(rows)
+    new_ids = np.searchsorted(np.array(order), out_r["id"])
+    hkl = out_r["miller_index"].astype(float)
+    for k, i in enumerate(order):
+        e = experiments[i]
+        T = total[i]
+        R_new = T @ e.crystal.real_space_matrix
+        e = copy.copy(e)  # the input experiment is not modified
+        e.crystal = Crystal(R_new[0], R_new[1], R_new[2], hall_symbol(space_group))
+        out_e.append(e)
+        sel = new_ids == k
+        hkl[sel] = hkl[sel] @ T.T
+    out_r["miller_index"] = np.rint(hkl).astype(np.int32)
+    out_r["id"] = new_ids.astype(np.int32)
+    out_r.experiment_identifiers = {k: experiments[i].identifier for k, i in enumerate(order)}
+    return out_e, out_r
+

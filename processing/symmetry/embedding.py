@@ -1,0 +1,103 @@
+"""The cosym embedding (Gildea & Winter 2018): one point per (data set, operation) copy.
+
+Copy (i, k) is data set i reindexed by operation k. Its correlation with copy (j, l) is
+``CC_ij(g)`` with ``W_g = W_k⁻¹ W_l``, so the (n·m)² target matrix is never stored:
+the functional
+
+    Φ(x) = Σ_{i≤j} Σ_{k,l} w_ij(g) (CC_ij(g) − x_ik · x_jl)²,   (i, k) ≠ (j, l)
+
+and its gradient are summed in one numba loop over the data-set pairs that share
+reflections. Time per evaluation ∝ (pairs sharing reflections) × m² × dimensions;
+memory ∝ n·m·dimensions plus the (m × n × n) correlations. Minimised by L-BFGS from a
+seeded random start.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from scipy.optimize import minimize
+
+
+def composition_table(ops: np.ndarray) -> np.ndarray:
+    """``table[k, l]`` = index of W_k⁻¹ W_l in ``ops`` (the operations form a group)."""
+    keys = {W.tobytes(): g for g, W in enumerate(ops.astype(np.int64))}
+    inv = np.rint(np.linalg.inv(ops.astype(float))).astype(np.int64)
+    m = len(ops)
+    table = np.empty((m, m), dtype=np.int64)
+    for k in range(m):
+        for l in range(m):
+            prod = (inv[k] @ ops[l]).astype(np.int64)
+            g = keys.get(prod.tobytes())
+            if g is None:
+                raise ValueError("the lattice operations do not form a group")
+            table[k, l] = g
+    return table
+
+
+@njit(cache=True)
+def _functional(x, pairs, cc, w, table):
+    """Φ and ∂Φ/∂x; x has shape (n_sets, n_ops, dim)."""
+    n_ops = table.shape[0]
+    dim = x.shape[2]
+    grad = np.zeros_like(x)
+    f = 0.0
+    for p in range(pairs.shape[0]):
+        i = pairs[p, 0]
+        j = pairs[p, 1]
+        for k in range(n_ops):
+            for l in range(n_ops):
+                if i == j and k == l:
+                    continue
+                g = table[k, l]
+                wt = w[g, i, j]
+                if wt <= 0.0:
+                    continue
+                d = 0.0
+                for a in range(dim):
+                    d += x[i, k, a] * x[j, l, a]
+                r = cc[g, i, j] - d
+                f += wt * r * r
+                c = -2.0 * wt * r
+                for a in range(dim):
+                    grad[i, k, a] += c * x[j, l, a]
+                    grad[j, l, a] += c * x[i, k, a]
+    return f, grad
+
+
+def overlapping_pairs(weights: np.ndarray) -> np.ndarray:
+    """(i, j) with i ≤ j for the data-set pairs that share reflections under some operation."""
+    any_w = np.any(weights > 0, axis=0)
+    i, j = np.nonzero(np.triu(any_w))
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
+def embed(cc: np.ndarray, weights: np.ndarray, table: np.ndarray, dim: int, seed: int,
+          max_iterations: int = 500) -> tuple[np.ndarray, float]:
+    """Coordinates (n_sets, n_ops, dim) minimising Φ, and Φ at the minimum."""
+    n_ops, n_sets, _ = cc.shape
+    cc64 = np.nan_to_num(cc.astype(np.float64))
+    w64 = np.where(np.isfinite(cc), weights, 0.0).astype(np.float64)
+    pairs = overlapping_pairs(w64)
+    rng = np.random.default_rng(seed)
+    x0 = rng.uniform(-0.5, 0.5, size=(n_sets, n_ops, dim))
+
+    def fun(flat):
+        f, g = _functional(flat.reshape(n_sets, n_ops, dim), pairs, cc64, w64, table)
+        return f, g.ravel()
+
+    res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iterations, "gtol": 1e-8, "ftol": 1e-12})
+    return res.x.reshape(n_sets, n_ops, dim), float(res.fun)
+
+
+def choose_dimensions(values: dict[int, float]) -> int:
+    """The elbow of Φ against dimension: the fewest dimensions whose Φ is within 10 % of
+    the way from the lowest Φ to Φ at the fewest dimensions tried."""
+    dims = sorted(values)
+    top, low = values[dims[0]], min(values.values())
+    if top - low <= 1e-12 * max(abs(top), 1.0):
+        return dims[0]
+    for d in dims:
+        if (values[d] - low) / (top - low) < 0.1:
+            return d
+    return dims[-1]
