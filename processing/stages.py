@@ -22,7 +22,7 @@ from .models import ExperimentList
 from .refinement import RefineParams, run_refine
 from .spotfinding import FindSpotsParams, run_find_spots
 from .summary import json_ready
-from .symmetry import CosymParams, run_cosym
+from .symmetry import CosymParams, run_cosym, run_symmetry
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("cosym", "cosym", "Laue group and indexing ambiguity across the ensemble (dials.cosym)",
           CosymParams, _with_reflections(run_cosym), inputs=("integrated.expt", "integrated.refl"),
           outputs=("symmetrized.expt", "symmetrized.refl"), per_sweep=False, previous="integrate"),
+    Stage("symmetry", "symmetry", "Laue group and space group of one sweep or consistently indexed sweeps "
+          "(dials.symmetry)", CosymParams, _with_reflections(run_symmetry),
+          inputs=("integrated.expt", "integrated.refl"), outputs=("symmetrized.expt", "symmetrized.refl"),
+          per_sweep=False, previous="integrate"),
 )}
 
 

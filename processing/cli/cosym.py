@@ -29,8 +29,9 @@ def report(summary: dict, experiments, reflections, params) -> str:
     by_op: dict[str, list[int]] = {}
     for k, d in enumerate(summary["datasets"]):
         by_op.setdefault(d["operator"], []).append(k)
+    embedding = f"embedding in {summary['dimensions']} dimensions; " if summary.get("dimensions") else ""
     out = [f"Lattice group: {summary['lattice_group']} ({summary['n_operations']} operations); "
-           f"embedding in {summary['dimensions']} dimensions; d_min {num(summary['d_min'])} Å", "",
+           f"{embedding}d_min {num(summary['d_min'])} Å", "",
            _operators(summary), "", _subgroups(summary), "",
            f"Best solution: {best['patterson_group']}", f"Space group: {best['space_group']}",
            f"Unit cell: ({cell})", f"Reindex operator: {best['reindex_operator']}",

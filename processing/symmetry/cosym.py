@@ -248,16 +248,29 @@ def _abc(M) -> str:
 
 def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min):
     best = _choose_subgroup(result, ops, R_avg, params)
-    sg_patterson, M_conv = best["_setting"]
+    M_conv = best["_setting"][1]
     if M_conv is None:
         raise XtalError(f"no reference setting found for the Laue group {best['patterson_group']}")
     rep = _cosets(best["elements"], table)
     chosen = _relabel([rep[int(g)] for g in result["chosen"]], best["elements"], table, rep)
     per_set = {ds.index: g for ds, g in zip(datasets, chosen)}
     total = {i: M_conv @ ops[g] @ Ts[i] for i, g in per_set.items()}
-    merged = _conventional_reflections(reflections, total)
-    candidates = space_groups_of(sg_patterson)
-    absences = absence_scores(merged, candidates)
+    placed = [{"id": ds.index, "identifier": ds.name, "n_reflections": int(len(ds.e2)),
+               "operator": xyz_string(ops[per_set[ds.index]]),
+               # the whole change of basis from the data set's input indexing to the output
+               "change_of_basis": _abc_any(total[ds.index]),
+               "matrix": [[float(v) for v in row] for row in total[ds.index]],
+               "coordinates": [float(v) for v in result["x"][k, 0, :2]]}
+              for k, ds in enumerate(datasets)]
+    return _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,
+                          placed)
+
+
+def _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,
+                   placed=None):
+    """Space group by absences, the reindexed output and the summary (cosym and symmetry)."""
+    sg_patterson, M_conv = best["_setting"]
+    absences = absence_scores(_conventional_reflections(reflections, total), space_groups_of(sg_patterson))
     if params.space_group:
         import gemmi
 
@@ -285,13 +298,11 @@ def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_
                  "confidence": max(0.0, probability - max(others, default=0.0)),
                  "user_space_group": params.space_group},
         "space_groups": absences["rows"], "absences_note": absences["note"],
-        "datasets": [{"id": ds.index, "identifier": ds.name, "n_reflections": int(len(ds.e2)),
-                      "operator": xyz_string(ops[per_set[ds.index]]),
-                      # the whole change of basis from the data set's input indexing to the output
-                      "change_of_basis": _abc_any(total[ds.index]),
-                      "matrix": [[float(v) for v in row] for row in total[ds.index]],
-                      "coordinates": [float(v) for v in result["x"][k, 0, :2]]}
-                     for k, ds in enumerate(datasets)],
+        "datasets": placed if placed is not None else [
+            {"id": i, "identifier": experiments[i].identifier, "operator": "x,y,z",
+             "change_of_basis": _abc_any(T), "matrix": [[float(v) for v in row] for row in T],
+             "n_reflections": int(np.sum(reflections["id"] == i)), "coordinates": [0.0, 0.0]}
+            for i, T in total.items()],
         "excluded": excluded,
     }
     if params.space_group:

@@ -81,7 +81,8 @@ def select_intensities(table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = scale / part
     keep &= np.isfinite(scale) & (scale > 0)
-    return keep, intensity * scale, variance * scale ** 2, table["d"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return keep, intensity * scale, variance * scale ** 2, table["d"]
 
 
 def friedel_canonical(hkl: np.ndarray) -> np.ndarray:

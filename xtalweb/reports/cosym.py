@@ -59,6 +59,7 @@ def _functional(summary: dict) -> dict:
                                    "yref": "paper", "y0": 0, "y1": 1, "line": {"dash": "dot"}}]}}
 
 
+@report("symmetry")
 @report("cosym")
 def cosym_report(run, rows: list[dict]) -> dict:
     s = run.summary or {}
@@ -101,5 +102,5 @@ def cosym_report(run, rows: list[dict]) -> dict:
                    ["Space group", "Absent reflections", "⟨I/σ⟩ of absent", ""], groups,
                    note=s.get("absences_note") or None),
         ],
-        "figures": [_embedding(s, names), _functional(s)],
+        "figures": [_embedding(s, names), _functional(s)] if s.get("dimensions") else [],
     }

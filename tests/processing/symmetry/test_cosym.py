@@ -138,3 +138,23 @@ def test_the_users_space_group_is_honoured_and_flagged(p41):
     assert s["best"]["patterson_group"] == "P 4/m m m" and s["best"]["space_group"] == "P 4 2 2"
     assert s["best"]["analysis_would_choose"] == "P 4/m"
     assert {e.crystal.space_group_symbol for e in out_e} == {"P 4 2 2"}
+
+
+def test_symmetry_of_the_real_l_cysteine_wedges_is_pmmm(real_data):
+    """Two 1° wedges of L-cysteine taken together, as dials.symmetry (see its log in the
+    data folder): P m m m, and P 2 2 2 written since no axial reflection tells the
+    screw axes apart."""
+    from processing.models import ExperimentList
+    from processing.reflections import ReflectionTable
+    from processing.symmetry import run_symmetry
+
+    folder = real_data / "l_cysteine_narrow_wedge"
+    experiments, tables = ExperimentList(), []
+    for n in ("11", "23"):
+        experiments.extend(read_experiments(str(folder / f"{n}_integrated.expt")))
+        tables.append(read_reflections(str(folder / f"{n}_integrated.refl")))
+    out_e, out_r, s = run_symmetry(experiments, ReflectionTable.concatenate(tables), CosymParams())
+    assert s["lattice_group"] == "P m m m"
+    assert s["best"]["patterson_group"] == "P m m m" and s["best"]["space_group"] == "P 2 2 2"
+    assert "P 21 21 21" in s["absences_note"] and "cannot be distinguished" in s["absences_note"]
+    assert np.allclose(out_e[0].crystal.unit_cell, (5.43, 8.13, 12.06, 90, 90, 90), atol=0.02)
