@@ -37,9 +37,19 @@ def report(stage: str, *, hidden=(), web_defaults: dict | None = None, check: Ca
 class _Reports(dict):
     """``REPORTS[stage]``: loads the report modules (which register) on first use."""
 
+    loaded = False
+
     def _load(self):
-        if not _REPORTS:
-            from . import cosym, figures  # noqa: F401  (they register their builders)
+        if not self.loaded:  # every module of this package registers its builders on import
+            import importlib
+            import pkgutil
+
+            from . import __path__ as here
+
+            for module in pkgutil.iter_modules(here):
+                if module.name not in ("registry", "views"):
+                    importlib.import_module(f"{__package__}.{module.name}")
+            self.loaded = True
         self.update(_REPORTS)
 
     def __getitem__(self, key):
