@@ -45,6 +45,16 @@ def report(summary: dict, experiments, reflections, params) -> str:
         out.append(summary["absences_note"])
     out.append("Reindexing operators:")
     out += [f"{op}: {ids}" for op, ids in sorted(by_op.items())]
+    st = summary.get("stability") or {}
+    if st.get("runs"):
+        out.append("Stability (the analysis rerun): " + "; ".join(
+            f"{r['run']} ({r['n_datasets']} data sets): Laue group {'same' if r['laue_group_same'] else 'DIFFERENT'}, "
+            f"operators {100 * r['operators_agree']:.0f} % agree" for r in st["runs"]))
+        shaky = [k for k, v in st["operator_agreement"].items() if v < 1]
+        if shaky:
+            out.append("Data sets whose operator changed between reruns: " + ", ".join(shaky))
+    elif st.get("skipped"):
+        out.append(f"Stability check skipped: {st['skipped']}")
     for x in summary["excluded"]:
         out.append(f"Left out: data set {x['id']} ({x['identifier']}): {x['reason']}")
     return "\n".join(out)

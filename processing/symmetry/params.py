@@ -23,3 +23,6 @@ class CosymParams(StageParams):
     lattice_symmetry_max_delta: float = param(5.0, "largest deviation (deg) of a lattice symmetry", gt=0, le=10)
     seed: int = param(230, "random seed of the embedding's start (results repeat exactly)", ge=0)
     max_iterations: int = param(500, "L-BFGS iterations of the embedding", ge=1)
+    stability: str = param("auto", "rerun the analysis on random halves of the data sets and with a second seed "
+                                   "and report how often the answer repeats; auto: up to 200 data sets",
+                           choices=("auto", "true", "false"))

@@ -87,8 +87,18 @@ def cosym_report(run, rows: list[dict]) -> dict:
     excluded = [[x["id"], names.get(x["identifier"]) or x["identifier"], x["reason"]] for x in s["excluded"]]
     groups = [[g["space_group"], g["n_absent"], _num(g["mean_i_over_sigma_absent"], 2), "***" if g["chosen"] else ""]
               for g in s.get("space_groups", [])]
+    st = s.get("stability") or {}
+    stability = [[r["run"], r["n_datasets"], "same" if r["laue_group_same"] else "different",
+                  f"{100 * r['operators_agree']:.0f} %"] for r in st.get("runs", [])]
+    shaky = [k for k, v in (st.get("operator_agreement") or {}).items() if v < 1]
+    note = st.get("skipped") and f"Skipped: {st['skipped']}" or (
+        f"Operators changed between reruns for: {', '.join(names.get(k) or k for k in shaky)}" if shaky
+        else "Every data set kept its operator in every rerun.")
     return {
         "tables": [
+            _table("stability", "Stability: the analysis rerun on halves and with another seed",
+                   ["Rerun", "Data sets", "Laue group", "Operators agreeing"], stability,
+                   ["succeeded" if r[2] == "same" else "failed" for r in stability], note=note),
             _table("best", "Best solution", ["", ""], chosen),
             _table("operators", "Lattice operations", ["Likelihood", "Z-CC", "CC", "", "Operator"], operators,
                    ["succeeded" if o["in_best"] else "failed" for o in s["operators"]]),

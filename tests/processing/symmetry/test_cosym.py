@@ -81,6 +81,9 @@ def test_insulin_24_m3_and_every_data_set_in_one_setting(insulin):
     assert sorted(truth_ops(truth).count(t) for t in set(truth_ops(truth))) == [12, 12]
     ops = [d["operator"] for d in s["datasets"]]
     assert sorted(ops.count(o) for o in set(ops)) == [12, 12]
+    # the stability check: halves and a second seed give the same answer
+    assert s["stability"]["laue_group_agreement"] == 1.0 and len(s["stability"]["runs"]) == 5
+    assert set(s["stability"]["operator_agreement"].values()) == {1.0}
     # the input is not modified, and the same seed gives the same answer exactly
     assert experiments[2].crystal.space_group_symbol == table_sg(experiments)
     again = run_cosym(experiments, table, CosymParams())[2]
