@@ -88,3 +88,35 @@ def test_partial_run_in_the_browser(browser, live_server, client, users, indexed
     shot = os.environ.get("XTALWEB_SCREENSHOTS")
     if shot:
         browser.save_screenshot(os.path.join(shot, "partial_run.png"))
+
+
+def test_cosym_report_in_the_browser(browser, live_server, client, users, folders, tmp_path):
+    """The cosym report draws the embedding (one point per data set) and its tables."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from processing.io.expt import read_experiments
+    from processing.io.refl import read_reflections
+    from processing.simulate import SimulateParams, run_simulate
+    from processing.symmetry import CosymParams, run_cosym
+    from processing.summary import json_ready
+    from xtalweb.projects.models import Project, StageRun
+
+    run_simulate(SimulateParams(preset="tiny", mode="reflections", output_dir=str(tmp_path / "sim"), n_crystals=6))
+    _, _, summary = run_cosym(read_experiments(str(tmp_path / "sim" / "integrated.expt")),
+                              read_reflections(str(tmp_path / "sim" / "integrated.refl")), CosymParams())
+    project = Project.objects.create(name="cosym", owner=users["alice"], data_root=str(folders["data"]),
+                                     work_dir=str(folders["work"]))
+    now = timezone.now()
+    run = StageRun.objects.create(project=project, stage="cosym", status="succeeded", progress=1.0,
+                                  summary=json_ready(summary), started=now, finished=now)
+    login(browser, live_server, client, users["alice"])
+    browser.get(f"{live_server.url}/projects/{project.pk}/runs/{run.pk}/")
+    WebDriverWait(browser, 20).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#figure-embedding .scatterlayer .point")) == 6)
+    best = browser.find_element(By.ID, "table-best").text
+    assert "I m -3" in best and "Laue group probability" in best
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#table-operators tbody tr")) == 24
+    shot = os.environ.get("XTALWEB_SCREENSHOTS")
+    if shot:
+        browser.save_screenshot(os.path.join(shot, "cosym_report.png"))

@@ -96,16 +96,16 @@ def cosym_report(run, rows: list[dict]) -> dict:
         else "Every data set kept its operator in every rerun.")
     return {
         "tables": [
-            _table("stability", "Stability: the analysis rerun on halves and with another seed",
-                   ["Rerun", "Data sets", "Laue group", "Operators agreeing"], stability,
-                   ["succeeded" if r[2] == "same" else "failed" for r in stability], note=note),
-            _table("best", "Best solution", ["", ""], chosen),
-            _table("operators", "Lattice operations", ["Likelihood", "Z-CC", "CC", "", "Operator"], operators,
-                   ["succeeded" if o["in_best"] else "failed" for o in s["operators"]]),
+            _table("best", "Best solution", ["Quantity", "Value"], chosen),
+            _table("operators", "Lattice operations (*** : in the best solution)",
+                   ["Likelihood", "Z-CC", "CC", "", "Operator"], operators),
             _table("subgroups", "Subgroups", ["Patterson group", "Likelihood", "NetZcc", "Zcc+", "Zcc−",
                                               "Reindex operator"], subgroups),
             _table("reindexing", "Reindexing of each data set", ["Data set", "Sweep", "Operator", "Reflections"],
                    datasets),
+            _table("stability", "Stability: the analysis rerun on halves and with another seed",
+                   ["Rerun", "Data sets", "Laue group", "Operators agreeing"], stability,
+                   ["succeeded" if r[2] == "same" else "failed" for r in stability], note=note),
             _table("excluded", "Data sets left out", ["Data set", "Sweep", "Reason"], excluded,
                    ["failed"] * len(excluded)),
             _table("space_groups", "Space groups by systematic absences",
