@@ -138,6 +138,13 @@ def _find_spots(experiments, reflections, params, progress=None):
     return experiments, table, summary
 
 
+def _cosym(experiments, reflections, params, progress=None):
+    from .io.mtz import read_reference_intensities
+
+    reference = read_reference_intensities(params.reference) if params.reference else None
+    return run_cosym(experiments, reflections, params, progress=progress, reference=reference)
+
+
 def _with_reflections(run):
     def run_stage(experiments: ExperimentList, reflections, params, progress=None):
         return run(experiments, reflections, params, progress=progress)
@@ -166,7 +173,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           sweep_outcomes=_integrate_outcomes,
           summed_counts=("n_predicted", "n_integrated_sum", "n_integrated_prf")),
     Stage("cosym", "cosym", "Laue group and indexing ambiguity across the ensemble (dials.cosym)",
-          CosymParams, _with_reflections(run_cosym), inputs=("integrated.expt", "integrated.refl"),
+          CosymParams, _cosym, inputs=("integrated.expt", "integrated.refl"),
           outputs=("symmetrized.expt", "symmetrized.refl"), per_sweep=False, previous="integrate"),
     Stage("symmetry", "symmetry", "Laue group and space group of one sweep or consistently indexed sweeps "
           "(dials.symmetry)", CosymParams, _with_reflections(run_symmetry),

@@ -41,6 +41,11 @@ def report(summary: dict, experiments, reflections, params) -> str:
         out.append(f"space_group={best['user_space_group']} given: used"
                    + (f" (the analysis alone would choose {best['analysis_would_choose']})"
                       if best.get("analysis_would_choose") != best["patterson_group"] else ""))
+    if summary.get("reference"):
+        ref = summary["reference"]
+        out.append(f"Reference {ref['path']} ({ref['column']}): setting {ref['chosen']} chosen; CC with the "
+                   "reference: " + ", ".join(f"{r['operator']} {num(r['cc'], '.3f')} ({r['n']} reflections)"
+                                             for r in ref["settings"]))
     if summary.get("absences_note"):
         out.append(summary["absences_note"])
     out.append("Reindexing operators:")

@@ -36,6 +36,10 @@ from .params import CosymParams
 from .spacegroup import conventional_setting, laue_class, space_groups_of
 
 
+#: most data sets used to choose the embedding's dimensions
+SEARCH_SETS = 100
+
+
 def _transforms(experiments: ExperimentList) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per experiment: T (h_red = T h) and its reduced basis rows (Å)."""
     Ts, bases = [], []
@@ -85,12 +89,20 @@ def _consensus_ops(x: np.ndarray, n_iter: int = 10) -> np.ndarray:
 def analyse(cc, weights, ops, table, params: CosymParams, dims=None):
     """Embedding, operator scores and subgroup scores of one set of data sets."""
     if dims is None:
-        tried = {}
-        coords = {}
+        # the functional's elbow, on at most SEARCH_SETS data sets (a seeded sample): the
+        # search costs one embedding per dimension, the final run one more on all
+        n = cc.shape[1]
+        sample = np.sort(np.random.default_rng(params.seed).choice(n, SEARCH_SETS, replace=False)) \
+            if n > SEARCH_SETS else np.arange(n)
+        sub_cc, sub_w = cc[:, sample][:, :, sample], weights[:, sample][:, :, sample]
+        tried, coords = {}, {}
         for d in range(2, min(6, len(ops)) + 1):
-            coords[d], tried[d] = embed(cc, weights, table, d, params.seed, params.max_iterations)
+            coords[d], tried[d] = embed(sub_cc, sub_w, table, d, params.seed, params.max_iterations)
         dims = choose_dimensions(tried)
-        x = coords[dims]
+        if n > SEARCH_SETS:
+            x, _ = embed(cc, weights, table, dims, params.seed, params.max_iterations)
+        else:
+            x = coords[dims]
     else:
         tried = {}
         x, tried[dims] = embed(cc, weights, table, dims, params.seed, params.max_iterations)
@@ -137,7 +149,7 @@ def _cosets(H: list[int], table: np.ndarray) -> dict[int, int]:
     return rep
 
 
-def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, progress=None):
+def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, progress=None, reference=None):
     """Determine the Laue group of an ensemble and put every data set in one setting.
 
     Parameters
@@ -150,6 +162,9 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     params : CosymParams
     progress : callable, optional
         ``progress(fraction, message)``.
+    reference : processing.io.mtz.ReferenceIntensities, optional
+        Merged reference intensities: of the settings the Laue group allows, the output
+        takes the one that correlates best with them.
 
     Returns
     -------
@@ -205,7 +220,8 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     weights = weights / max(float(weights[weights > 0].mean()), 1e-12)
     result = analyse(cc, weights, ops, table, params, params.dimensions)
     tick(0.7, "embedding")
-    out = _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min)
+    out = _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min,
+                  reference)
     out[2]["stability"] = stability(cc, weights, ops, table, params, result, datasets, out[2])
     return out
 
@@ -287,13 +303,18 @@ def _abc(M) -> str:
     return abc_string(np.asarray(M, dtype=int))
 
 
-def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min):
+def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min,
+            reference=None):
     best = _choose_subgroup(result, ops, R_avg, params)
     M_conv = best["_setting"][1]
     if M_conv is None:
         raise XtalError(f"no reference setting found for the Laue group {best['patterson_group']}")
     rep = _cosets(best["elements"], table)
     chosen = _relabel([rep[int(g)] for g in result["chosen"]], best["elements"], table, rep)
+    matched = None
+    if reference is not None:
+        chosen, matched = _match_reference(reference, reflections, Ts, ops, table, best, M_conv,
+                                           [ds.index for ds in datasets], chosen, rep)
     per_set = {ds.index: g for ds, g in zip(datasets, chosen)}
     total = {i: M_conv @ ops[g] @ Ts[i] for i, g in per_set.items()}
     placed = [{"id": ds.index, "identifier": ds.name, "n_reflections": int(len(ds.e2)),
@@ -303,8 +324,68 @@ def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_
                "matrix": [[float(v) for v in row] for row in total[ds.index]],
                "coordinates": [float(v) for v in result["x"][k, 0, :2]]}
               for k, ds in enumerate(datasets)]
-    return _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,
-                          placed)
+    out = _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,
+                         placed)
+    if matched is not None:
+        out[2]["reference"] = matched
+    return out
+
+
+def _laue_keys(hkl: np.ndarray, space_group) -> np.ndarray:
+    """One int64 per index, equal for indices equivalent in the space group's Laue group."""
+    mats = []
+    for op in space_group.operations().sym_ops:
+        W = np.rint(np.array(op.rot, dtype=float) / op.DEN).T.astype(np.int64)
+        mats += [W, -W]
+    h = np.asarray(hkl, dtype=np.int64)
+    keys = np.stack([((h @ W.T + 1024) * np.array([1 << 22, 1 << 11, 1])).sum(axis=1) for W in mats])
+    return keys.max(axis=0)
+
+
+def _mean_by_key(keys: np.ndarray, values: np.ndarray) -> dict:
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return dict(zip(uniq.tolist(), (np.bincount(inv, values) / np.bincount(inv)).tolist()))
+
+
+def _match_reference(reference, reflections, Ts, ops, table, best, M_conv, placed, chosen, rep):
+    """Of the settings the Laue group allows (operations that keep it), the one whose
+    merged intensities correlate best with the reference's; the data sets' operations."""
+    from .data import select_intensities
+
+    sg = best["_setting"][0]
+    if reference.space_group.laue_str() != sg.laue_str() or \
+            reference.space_group.centring_type() != sg.centring_type():
+        raise XtalError(f"reference {reference.path}: space group {reference.space_group.xhm()} does not have the "
+                        f"data's Patterson group {sg.xhm()}", field="reference")
+    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
+    H = set(best["elements"])
+    normaliser = [g for g in range(len(table))
+                  if {int(table[g, int(table[inv[h], g])]) for h in H} == H]  # g⁻¹Hg = H
+    candidates = sorted({rep[g] for g in normaliser})
+    ref = _mean_by_key(_laue_keys(reference.hkl, sg), reference.intensity)
+    keep, intensity, _, _ = select_intensities(reflections)
+    ids = reflections["id"]
+    scores = []
+    for g in candidates:
+        keys, vals = [], []
+        for i, c in zip(placed, chosen):
+            sel = keep & (ids == i)
+            W = M_conv @ ops[int(table[inv[g], c])] @ Ts[i]
+            h = np.rint(reflections["miller_index"][sel].astype(float) @ W.T).astype(np.int64)
+            keys.append(_laue_keys(h, sg))
+            vals.append(intensity[sel])
+        ours = _mean_by_key(np.concatenate(keys), np.concatenate(vals))
+        common = [k for k in ours if k in ref]
+        cc = float(np.corrcoef([ours[k] for k in common], [ref[k] for k in common])[0, 1]) if len(common) > 2 \
+            else float("nan")
+        scores.append({"operator": xyz_string(ops[g]), "cc": cc, "n": len(common), "g": g})
+    good = [s for s in scores if np.isfinite(s["cc"])]
+    if not good:
+        raise XtalError(f"reference {reference.path}: no reflections in common with the data", field="reference")
+    top = max(good, key=lambda s: s["cc"])
+    new = [rep[int(table[inv[top["g"]], c])] for c in chosen]
+    return new, {"path": reference.path, "column": reference.column, "chosen": top["operator"],
+                 "settings": [{k: v for k, v in s.items() if k != "g"} for s in scores]}
 
 
 def _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,

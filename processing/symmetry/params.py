@@ -11,6 +11,8 @@ class CosymParams(StageParams):
     """Parameters of ``xtal cosym`` (dials.cosym); names as DIALS's."""
 
     space_group: str | None = param(None, "the space group to use (always honoured); None: determine it")
+    reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) whose indexing the output follows, where "
+                                        "the Laue group allows more than one")
     lattice_group: str | None = param(None, "the lattice group (a space group symbol); None: from the cells")
     d_min: float | None = param(None, "high-resolution limit (Å); None: from min_i_mean_over_sigma_mean", gt=0)
     min_i_mean_over_sigma_mean: float = param(

@@ -4,6 +4,8 @@ reindexing, excluded data sets, the space groups the absences allow, and the emb
 
 from __future__ import annotations
 
+import os
+
 from .figures import _COLOURS, _num
 from .registry import report
 
@@ -78,6 +80,10 @@ def cosym_report(run, rows: list[dict]) -> dict:
         would = best.get("analysis_would_choose")
         chosen.append(["Given space_group", best["user_space_group"]
                        + (f" — the analysis alone would choose {would}" if would != best["patterson_group"] else "")])
+    if s.get("reference"):
+        ref = s["reference"]
+        chosen.append(["Reference", f"{os.path.basename(ref['path'])} ({ref['column']}): setting {ref['chosen']}, "
+                       + ", ".join(f"CC {_num(r['cc'], 3)} for {r['operator']}" for r in ref["settings"])])
     operators = [[_num(o["likelihood"], 3), _num(o["z_cc"], 2), _num(o["cc"], 2), "***" if o["in_best"] else "",
                   o["operator"]] for o in s["operators"]]
     subgroups = [[r["patterson_group"], _num(r["likelihood"], 3), _num(r["z_cc_net"], 2), _num(r["z_cc_for"], 2),

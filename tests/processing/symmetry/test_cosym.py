@@ -161,3 +161,31 @@ def test_symmetry_of_the_real_l_cysteine_wedges_is_pmmm(real_data):
     assert s["best"]["patterson_group"] == "P m m m" and s["best"]["space_group"] == "P 2 2 2"
     assert "P 21 21 21" in s["absences_note"] and "cannot be distinguished" in s["absences_note"]
     assert np.allclose(out_e[0].crystal.unit_cell, (5.43, 8.13, 12.06, 90, 90, 90), atol=0.02)
+
+
+def test_a_reference_mtz_chooses_the_output_setting(tmp_path_factory):
+    """Three quarters of the crystals in the alternative setting: alone, cosym keeps the
+    majority's indexing; with the true merged intensities as reference= the output takes
+    the reference's setting (its CC with the reference is the higher)."""
+    from processing.io.mtz import read_reference_intensities
+
+    out = tmp_path_factory.mktemp("alt")
+    run_simulate(SimulateParams(preset="insulin-24", mode="reflections", output_dir=str(out), n_crystals=12,
+                                alt_setting_fraction=0.75, **QUIET))
+    import json
+
+    truth = [c["change_of_basis_op"] for c in json.loads((out / "truth.json").read_text())["truth"]["crystals"]]
+    experiments = read_experiments(str(out / "integrated.expt"))
+    table = read_reflections(str(out / "integrated.refl"))
+    params = CosymParams(stability="false")
+    alone = {d["id"]: d["operator"] for d in run_cosym(experiments, table, params)[2]["datasets"]}
+    ref = read_reference_intensities(str(out / "true.mtz"))
+    _, _, s = run_cosym(experiments, table, params, reference=ref)
+    ours = {d["id"]: d["operator"] for d in s["datasets"]}
+    majority = max(set(truth), key=truth.count)
+    assert {alone[k] for k, t in enumerate(truth) if t == majority} == {"x,y,z"}
+    assert {ours[k] for k, t in enumerate(truth) if t == "a,b,c"} == {"x,y,z"}
+    ccs = sorted(r["cc"] for r in s["reference"]["settings"])
+    assert len(ccs) == 2 and ccs[1] > 0.9 > ccs[0]
+    with pytest.raises(Exception, match="no such file"):
+        read_reference_intensities(str(out / "missing.mtz"))
