@@ -105,3 +105,29 @@ def test_cosym_from_the_project_page(client, users, integrated_project):
     report = client.get(reverse("stagerun_report_json", args=[project.pk, rerun.pk])).json()
     rows = {r[0]: r[1] for r in next(t for t in report["tables"] if t["id"] == "best")["rows"]}
     assert rows["Given space_group"] == "I 21 3"
+
+
+def test_cosym_with_an_uploaded_reference(client, users, integrated_project, integrated_ensemble, folders):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project, integ, _ = integrated_project
+    src, _ = integrated_ensemble
+    client.force_login(users["alice"])
+    base = {"cosym-parent": integ.pk, "cosym-sweeps": [str(k) for k in range(N)], "cosym-stability": "false"}
+    url = reverse("stagerun_new", args=[project.pk, "cosym"])
+    n_runs = StageRun.objects.count()
+    # not an MTZ; a path outside the data roots: form errors, nothing queued
+    bad = client.post(url, dict(base, **{"cosym-reference_upload": SimpleUploadedFile("ref.mtz", b"not an mtz")}))
+    assert bad.status_code == 200 and "ref.mtz: not a readable MTZ file" in bad.content.decode()
+    outside = client.post(url, dict(base, **{"cosym-reference": str(folders["outside"] / "x.mtz")}))
+    assert outside.status_code == 200 and "is outside the allowed data roots" in outside.content.decode()
+    assert StageRun.objects.count() == n_runs
+    # the true intensities uploaded: the run reads them from the project's uploads folder
+    upload = SimpleUploadedFile("true.mtz", (src / "true.mtz").read_bytes())
+    response = client.post(url, dict(base, **{"cosym-reference_upload": upload}))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    run = wait_for_run(StageRun.objects.filter(stage="cosym").latest("id").pk, timeout=240)
+    assert run.status == "succeeded", run.log
+    assert run.parameters["reference"].startswith(os.path.join(project.work_dir, "uploads"))
+    ref = run.summary["reference"]
+    assert ref["column"] == "IMEAN" and max(r["cc"] for r in ref["settings"]) > 0.9

@@ -50,6 +50,10 @@ class NewProjectForm(forms.Form):
         return path
 
 
+#: largest reference MTZ a form takes (MB)
+MAX_REFERENCE_MB = 200
+
+
 class StageRunForm(forms.Form):
     """"Run / rerun <stage>": the stage's parameters (from its dataclass), the parent
     run and the sweeps. Valid means the parameter dataclass could be built."""
@@ -102,6 +106,11 @@ class StageRunForm(forms.Form):
                                                   label=f.name, max_length=500)
             self.fields[f.name].widget.attrs["placeholder"] = f.default
             self.param_names.append(f.name)
+        if "reference" in self.param_names:
+            self.fields["reference_upload"] = forms.FileField(
+                required=False, label="Reference MTZ (upload)",
+                help_text=f"A merged MTZ (IMEAN, I or F), at most {MAX_REFERENCE_MB} MB; or give the path of one "
+                          "inside the data folders in the reference field.")
 
     @property
     def has_input(self) -> bool:
@@ -115,6 +124,8 @@ class StageRunForm(forms.Form):
 
         data = super().clean()
         values = {name: data.get(name, "") for name in self.param_names}
+        if "reference" in self.param_names:
+            values["reference"] = self._reference(data, values.get("reference", ""))
         extra = (data.get("words") or "").split()
         try:
             self.params = build_params(self.stage, words_from_values(self.stage, values) + extra)
@@ -127,6 +138,48 @@ class StageRunForm(forms.Form):
             else:
                 self.add_error(None, str(exc))
         return data
+
+    def _reference(self, data, typed: str) -> str:
+        """The reference MTZ's path: an upload saved into the project's work folder, or a
+        typed path inside the data roots (or the project's own folder)."""
+        upload = data.get("reference_upload")
+        if upload:
+            return self._save_upload(upload) or ""
+        text = (typed or "").strip()
+        if not text or text.lower() == "none":
+            return text
+        real = os.path.realpath(os.path.expanduser(text))
+        from .permissions import is_inside
+
+        if not any(is_inside(real, root) for root in data_roots() + [self.project.work_dir]):
+            self.add_error("reference", f"{text} is outside the allowed data roots")
+            return ""
+        return real
+
+    def _save_upload(self, upload) -> str | None:
+        import uuid
+
+        from processing.errors import XtalError
+        from processing.io.mtz import read_reference_intensities
+
+        if upload.size > MAX_REFERENCE_MB * 1024 * 1024:
+            self.add_error("reference_upload", f"{upload.name} is larger than {MAX_REFERENCE_MB} MB")
+            return None
+        folder = os.path.join(self.project.work_dir, "uploads")
+        os.makedirs(folder, exist_ok=True)
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in os.path.basename(upload.name))[:80]
+        path = os.path.join(folder, f"{uuid.uuid4().hex[:8]}-{name or 'reference.mtz'}")
+        with open(path + ".partial", "wb") as f:  # written in full, then renamed
+            for chunk in upload.chunks():
+                f.write(chunk)
+        os.replace(path + ".partial", path)
+        try:
+            read_reference_intensities(path)
+        except XtalError as exc:
+            os.remove(path)
+            self.add_error("reference_upload", f"{upload.name}: {exc}".replace(path + ": ", ""))
+            return None
+        return path
 
     def _aliased(self, field_name: str, keys) -> bool:
         """Whether one of the typed ``keys`` names ``field_name`` (a DIALS alias)."""

@@ -126,7 +126,7 @@ def stagerun_new(request, pk: int, stage: str):
     project = get_project_for_user(request, pk)
     if stage not in form_stages():
         raise Http404("No such stage")
-    form = StageRunForm(stage, project, request.POST)
+    form = StageRunForm(stage, project, request.POST, request.FILES)
     if not form.is_valid():
         return _render_project(request, project, bound=form)
     with transaction.atomic():
