@@ -36,8 +36,9 @@ from .params import CosymParams
 from .spacegroup import conventional_setting, laue_class, space_groups_of
 
 
-#: most data sets used to choose the embedding's dimensions
+#: most data sets used to choose the embedding's dimensions, and most dimensions tried
 SEARCH_SETS = 100
+MAX_DIMENSIONS = 12
 
 
 def _transforms(experiments: ExperimentList) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -95,14 +96,18 @@ def analyse(cc, weights, ops, table, params: CosymParams, dims=None):
         sample = np.sort(np.random.default_rng(params.seed).choice(n, SEARCH_SETS, replace=False)) \
             if n > SEARCH_SETS else np.arange(n)
         sub_cc, sub_w = cc[:, sample][:, :, sample], weights[:, sample][:, :, sample]
-        tried, coords = {}, {}
-        for d in range(2, min(6, len(ops)) + 1):
-            coords[d], tried[d] = embed(sub_cc, sub_w, table, d, params.seed, params.max_iterations)
+        tried = {}
+        top = min(MAX_DIMENSIONS, len(ops))
+        d = 2
+        while True:  # Φ to 1e-6 relative: enough to see where it stops falling
+            for k in (d, d + 1):
+                if k <= top and k not in tried:
+                    tried[k] = embed(sub_cc, sub_w, table, k, params.seed, params.max_iterations, ftol=1e-6)[1]
+            if d + 1 > top or choose_dimensions(tried) == d:
+                break
+            d += 1
         dims = choose_dimensions(tried)
-        if n > SEARCH_SETS:
-            x, _ = embed(cc, weights, table, dims, params.seed, params.max_iterations)
-        else:
-            x = coords[dims]
+        x, _ = embed(cc, weights, table, dims, params.seed, params.max_iterations)
     else:
         tried = {}
         x, tried[dims] = embed(cc, weights, table, dims, params.seed, params.max_iterations)

@@ -72,8 +72,9 @@ def overlapping_pairs(weights: np.ndarray) -> np.ndarray:
 
 
 def embed(cc: np.ndarray, weights: np.ndarray, table: np.ndarray, dim: int, seed: int,
-          max_iterations: int = 500) -> tuple[np.ndarray, float]:
-    """Coordinates (n_sets, n_ops, dim) minimising Φ, and Φ at the minimum."""
+          max_iterations: int = 500, ftol: float = 1e-12) -> tuple[np.ndarray, float]:
+    """Coordinates (n_sets, n_ops, dim) minimising Φ, and Φ at the minimum (L-BFGS stops
+    when Φ changes by less than ``ftol`` relative)."""
     n_ops, n_sets, _ = cc.shape
     cc64 = np.nan_to_num(cc.astype(np.float64))
     w64 = np.where(np.isfinite(cc), weights, 0.0).astype(np.float64)
@@ -86,18 +87,22 @@ def embed(cc: np.ndarray, weights: np.ndarray, table: np.ndarray, dim: int, seed
         return f, g.ravel()
 
     res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iterations, "gtol": 1e-8, "ftol": 1e-12})
+                   options={"maxiter": max_iterations, "gtol": 1e-8, "ftol": ftol})
     return res.x.reshape(n_sets, n_ops, dim), float(res.fun)
 
 
+#: a further dimension is worth it while it lowers Φ by more than this fraction
+DIMENSION_GAIN = 0.1
+
+
 def choose_dimensions(values: dict[int, float]) -> int:
-    """The elbow of Φ against dimension: the fewest dimensions whose Φ is within 10 % of
-    the way from the lowest Φ to Φ at the fewest dimensions tried."""
+    """The fewest dimensions d after which one more lowers Φ by less than
+    DIMENSION_GAIN of Φ(d) — where Φ stops falling steeply (the most tried otherwise).
+
+    Data sets in k distinct settings need about k − 1 dimensions; past that the embedding
+    only fits noise and Φ falls by a few per cent per dimension."""
     dims = sorted(values)
-    top, low = values[dims[0]], min(values.values())
-    if top - low <= 1e-12 * max(abs(top), 1.0):
-        return dims[0]
-    for d in dims:
-        if (values[d] - low) / (top - low) < 0.1:
+    for d, nxt in zip(dims, dims[1:]):
+        if values[d] <= 0 or (values[d] - values[nxt]) / values[d] < DIMENSION_GAIN:
             return d
     return dims[-1]
