@@ -29,16 +29,13 @@ from ..models.crystal import Crystal, cell_from_real_space, hall_symbol
 from .absences import absence_scores
 from .correlations import pairwise_correlations
 from .data import centred_to_primitive, prepare
-from .embedding import choose_dimensions, composition_table, embed
+from .analysis import analyse, cosets, relabel
+from .embedding import composition_table
 from .lattice import average_reduced_basis, lattice_operations, operator_name, reduce_basis, xyz_string
-from .laue import SIGMA_CC, likelihood, score_subgroups, subgroups
 from .params import CosymParams
+from .reference import match_reference
 from .spacegroup import conventional_setting, laue_class, space_groups_of
-
-
-#: most data sets used to choose the embedding's dimensions, and most dimensions tried
-SEARCH_SETS = 100
-MAX_DIMENSIONS = 12
+from .stability import stability
 
 
 def _transforms(experiments: ExperimentList) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -68,90 +65,6 @@ def _auto_d_min(datasets, threshold: float) -> float | None:
         if np.mean(i[chunk]) / np.mean(s[chunk]) < threshold:
             return float(d[chunk].max())
     return None
-
-
-def _consensus_ops(x: np.ndarray, n_iter: int = 10) -> np.ndarray:
-    """For each data set the operation whose copy lies closest (cosine) to the consensus
-    direction of all chosen copies; starts from the data set with the longest vector."""
-    unit = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    start = int(np.argmax(np.linalg.norm(x[:, 0], axis=1)))
-    centre = unit[start, 0]
-    chosen = np.zeros(len(x), dtype=int)
-    for _ in range(n_iter):
-        new = np.argmax(unit @ centre, axis=1)
-        centre = unit[np.arange(len(x)), new].mean(axis=0)
-        centre /= max(np.linalg.norm(centre), 1e-12)
-        if np.array_equal(new, chosen):
-            break
-        chosen = new
-    return chosen
-
-
-def analyse(cc, weights, ops, table, params: CosymParams, dims=None):
-    """Embedding, operator scores and subgroup scores of one set of data sets."""
-    if dims is None:
-        # the functional's elbow, on at most SEARCH_SETS data sets (a seeded sample): the
-        # search costs one embedding per dimension, the final run one more on all
-        n = cc.shape[1]
-        sample = np.sort(np.random.default_rng(params.seed).choice(n, SEARCH_SETS, replace=False)) \
-            if n > SEARCH_SETS else np.arange(n)
-        sub_cc, sub_w = cc[:, sample][:, :, sample], weights[:, sample][:, :, sample]
-        tried = {}
-        top = min(MAX_DIMENSIONS, len(ops))
-        d = 2
-        while True:  # Φ to 1e-6 relative: enough to see where it stops falling
-            for k in (d, d + 1):
-                if k <= top and k not in tried:
-                    tried[k] = embed(sub_cc, sub_w, table, k, params.seed, params.max_iterations, ftol=1e-6)[1]
-            if d + 1 > top or choose_dimensions(tried) == d:
-                break
-            d += 1
-        dims = choose_dimensions(tried)
-        x, _ = embed(cc, weights, table, dims, params.seed, params.max_iterations)
-    else:
-        tried = {}
-        x, tried[dims] = embed(cc, weights, table, dims, params.seed, params.max_iterations)
-    unit = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    # each data set's copy in the consensus setting, then every operation applied on top:
-    # reindexing by W_c then W_g is the copy of W_g W_c (an operation's CC is judged in
-    # one common setting, so a Laue group that is not normal in the lattice group, e.g.
-    # 4/m in a metrically cubic lattice, is seen whatever setting each data set is in)
-    chosen = _consensus_ops(x)
-    inv = np.array([int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))])
-    n = np.arange(len(x))
-    cc_op = np.array([np.mean(np.einsum("nd,nd->n", unit[n, chosen], unit[n, table[inv[g], chosen]]))
-                      for g in range(len(table))])
-    z = cc_op / SIGMA_CC
-    p = np.array([likelihood(float(c)) for c in cc_op])
-    groups = score_subgroups(subgroups(table), p, z)
-    return {"x": x, "dims": dims, "functional": tried, "cc": cc_op, "z": z, "p": p, "subgroups": groups,
-            "chosen": chosen}
-
-
-def _relabel(chosen: list[int], H: list[int], table: np.ndarray, rep: dict[int, int]) -> list[int]:
-    """The same assignment, re-expressed so that the most data sets keep their own
-    indexing (identity coset; ties: the first data set's). One operation applied to all
-    data sets keeps them consistent; this is done only when H is normal in the lattice
-    group, so that the relabelled setting has the same Laue group."""
-    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
-    Hs = set(H)
-    normal = all({int(table[g, int(table[inv[h], g])]) for h in H} <= Hs for g in range(len(table)))  # g⁻¹hg
-    if not normal:
-        return chosen
-    counts = {c: chosen.count(c) for c in chosen}
-    target = max(counts, key=lambda c: (counts[c], c == chosen[0]))
-    return [rep[int(table[target, c])] for c in chosen]  # W_target⁻¹ · W_c
-
-
-def _cosets(H: list[int], table: np.ndarray) -> dict[int, int]:
-    """Each operation c → the representative (lowest index) of its coset H·c: reindexing
-    by W_c or by W_h W_c (h a symmetry of the common setting) is the same."""
-    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
-    rep = {}
-    for g in range(len(table)):
-        coset = {int(table[inv[h], g]) for h in H}  # h·g
-        rep[g] = min(coset)
-    return rep
 
 
 def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, progress=None, reference=None):
@@ -231,45 +144,6 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     return out
 
 
-def stability(cc, weights, ops, table, params: CosymParams, result, datasets, summary) -> dict:
-    """Rerun the analysis with seed + 1 and on two random splits into halves; how often
-    the Laue group and each data set's operator (up to one relabelling of all) repeat."""
-    n = len(datasets)
-    if params.stability == "false" or (params.stability == "auto" and n > 200):
-        return {"skipped": f"{n} data sets; stability=true runs it" if params.stability == "auto" else "off"}
-    if n < 4:
-        return {"skipped": f"only {n} data sets"}
-    best = next(r for r in result["subgroups"] if r["patterson_group"] == summary["best"]["patterson_group"])
-    H = best["elements"]
-    rep = _cosets(H, table)
-    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
-    main = {ds.index: int(result["chosen"][k]) for k, ds in enumerate(datasets)}
-    rng = np.random.default_rng(params.seed)
-    subsets = [("seed", np.arange(n), params.seed + 1)]
-    for split in range(2):
-        perm = rng.permutation(n)
-        subsets += [(f"half {2 * split + 1}", np.sort(perm[: n // 2]), params.seed),
-                    (f"half {2 * split + 2}", np.sort(perm[n // 2:]), params.seed)]
-    runs, agree = [], {ds.index: [] for ds in datasets}
-    for kind, sel, seed in subsets:
-        p2 = type(params)(**{**params.__dict__, "seed": seed})
-        sub = analyse(cc[:, sel][:, :, sel], weights[:, sel][:, :, sel], ops, table, p2, result["dims"])
-        same_laue = sorted(sub["subgroups"][0]["elements"]) == sorted(H)
-        # each data set's operator relative to the main run's: one coset for all = agreement
-        rel = {datasets[k].index: rep[int(table[inv[main[datasets[k].index]], int(c)])]
-               for k, c in zip(sel, sub["chosen"])}
-        values = list(rel.values())
-        mode = max(set(values), key=values.count)
-        for i, r in rel.items():
-            agree[i].append(r == mode)
-        label = kind if kind != "seed" else f"seed {seed}"
-        runs.append({"run": label, "n_datasets": int(len(sel)), "laue_group_same": bool(same_laue),
-                     "operators_agree": float(np.mean([r == mode for r in values]))})
-    return {"runs": runs,
-            "laue_group_agreement": float(np.mean([r["laue_group_same"] for r in runs])),
-            "operator_agreement": {ds.name: float(np.mean(agree[ds.index])) for ds in datasets if agree[ds.index]}}
-
-
 def _choose_subgroup(result, ops, R_avg, params: CosymParams):
     """The best subgroup (or the user's space group's), its Patterson group and setting."""
     rows = result["subgroups"]
@@ -314,11 +188,11 @@ def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_
     M_conv = best["_setting"][1]
     if M_conv is None:
         raise XtalError(f"no reference setting found for the Laue group {best['patterson_group']}")
-    rep = _cosets(best["elements"], table)
-    chosen = _relabel([rep[int(g)] for g in result["chosen"]], best["elements"], table, rep)
+    rep = cosets(best["elements"], table)
+    chosen = relabel([rep[int(g)] for g in result["chosen"]], best["elements"], table, rep)
     matched = None
     if reference is not None:
-        chosen, matched = _match_reference(reference, reflections, Ts, ops, table, best, M_conv,
+        chosen, matched = match_reference(reference, reflections, Ts, ops, table, best, M_conv,
                                            [ds.index for ds in datasets], chosen, rep)
     per_set = {ds.index: g for ds, g in zip(datasets, chosen)}
     total = {i: M_conv @ ops[g] @ Ts[i] for i, g in per_set.items()}
@@ -334,63 +208,6 @@ def _finish(experiments, reflections, params, datasets, excluded, ops, table, R_
     if matched is not None:
         out[2]["reference"] = matched
     return out
-
-
-def _laue_keys(hkl: np.ndarray, space_group) -> np.ndarray:
-    """One int64 per index, equal for indices equivalent in the space group's Laue group."""
-    mats = []
-    for op in space_group.operations().sym_ops:
-        W = np.rint(np.array(op.rot, dtype=float) / op.DEN).T.astype(np.int64)
-        mats += [W, -W]
-    h = np.asarray(hkl, dtype=np.int64)
-    keys = np.stack([((h @ W.T + 1024) * np.array([1 << 22, 1 << 11, 1])).sum(axis=1) for W in mats])
-    return keys.max(axis=0)
-
-
-def _mean_by_key(keys: np.ndarray, values: np.ndarray) -> dict:
-    uniq, inv = np.unique(keys, return_inverse=True)
-    return dict(zip(uniq.tolist(), (np.bincount(inv, values) / np.bincount(inv)).tolist()))
-
-
-def _match_reference(reference, reflections, Ts, ops, table, best, M_conv, placed, chosen, rep):
-    """Of the settings the Laue group allows (operations that keep it), the one whose
-    merged intensities correlate best with the reference's; the data sets' operations."""
-    from .data import select_intensities
-
-    sg = best["_setting"][0]
-    if reference.space_group.laue_str() != sg.laue_str() or \
-            reference.space_group.centring_type() != sg.centring_type():
-        raise XtalError(f"reference {reference.path}: space group {reference.space_group.xhm()} does not have the "
-                        f"data's Patterson group {sg.xhm()}", field="reference")
-    inv = {k: int(np.nonzero(table[k] == 0)[0][0]) for k in range(len(table))}
-    H = set(best["elements"])
-    normaliser = [g for g in range(len(table))
-                  if {int(table[g, int(table[inv[h], g])]) for h in H} == H]  # g⁻¹Hg = H
-    candidates = sorted({rep[g] for g in normaliser})
-    ref = _mean_by_key(_laue_keys(reference.hkl, sg), reference.intensity)
-    keep, intensity, _, _ = select_intensities(reflections)
-    ids = reflections["id"]
-    scores = []
-    for g in candidates:
-        keys, vals = [], []
-        for i, c in zip(placed, chosen):
-            sel = keep & (ids == i)
-            W = M_conv @ ops[int(table[inv[g], c])] @ Ts[i]
-            h = np.rint(reflections["miller_index"][sel].astype(float) @ W.T).astype(np.int64)
-            keys.append(_laue_keys(h, sg))
-            vals.append(intensity[sel])
-        ours = _mean_by_key(np.concatenate(keys), np.concatenate(vals))
-        common = [k for k in ours if k in ref]
-        cc = float(np.corrcoef([ours[k] for k in common], [ref[k] for k in common])[0, 1]) if len(common) > 2 \
-            else float("nan")
-        scores.append({"operator": xyz_string(ops[g]), "cc": cc, "n": len(common), "g": g})
-    good = [s for s in scores if np.isfinite(s["cc"])]
-    if not good:
-        raise XtalError(f"reference {reference.path}: no reflections in common with the data", field="reference")
-    top = max(good, key=lambda s: s["cc"])
-    new = [rep[int(table[inv[top["g"]], c])] for c in chosen]
-    return new, {"path": reference.path, "column": reference.column, "chosen": top["operator"],
-                 "settings": [{k: v for k, v in s.items() if k != "g"} for s in scores]}
 
 
 def _finish_common(experiments, reflections, params, best, result, ops, R_avg, total, excluded, d_min,
