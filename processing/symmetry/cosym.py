@@ -34,7 +34,7 @@ from .embedding import composition_table
 from .lattice import average_reduced_basis, lattice_operations, operator_name, reduce_basis, xyz_string
 from .params import CosymParams
 from .reference import match_reference
-from .spacegroup import conventional_setting, laue_class, space_groups_of
+from .spacegroup import conventional_setting, laue_class, restrict_to_group, space_groups_of
 from .stability import stability
 
 
@@ -114,6 +114,9 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     if len(datasets) < 2:
         raise XtalError("fewer than two data sets can be placed: " + "; ".join(r["reason"] for r in excluded))
     ops = lattice_operations(bases[datasets[0].index], params.lattice_symmetry_max_delta)
+    if params.lattice_group:
+        ops = restrict_to_group(ops, bases[datasets[0].index], params.lattice_group,
+                                params.lattice_symmetry_max_delta)
     R_avg = average_reduced_basis([bases[ds.index] for ds in datasets], ops)
     table = composition_table(ops)
     d_min = params.d_min

@@ -11,6 +11,8 @@ class CosymParams(StageParams):
     """Parameters of ``xtal cosym`` (dials.cosym); names as DIALS's."""
 
     space_group: str | None = param(None, "the space group to use (always honoured); None: determine it")
+    lattice_group: str | None = param(None, "the lattice group to search within (a space group symbol, e.g. "
+                                            "P 4/m m m); None: the highest the cells allow")
     reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) whose indexing the output follows, where "
                                         "the Laue group allows more than one")
     lattice_group: str | None = param(None, "the lattice group (a space group symbol); None: from the cells")

@@ -75,3 +75,23 @@ def space_groups_of(patterson: gemmi.SpaceGroup) -> list[gemmi.SpaceGroup]:
                 and sg.crystal_system_str() == patterson.crystal_system_str()):
             out.append(sg)
     return out
+
+
+def restrict_to_group(ops: np.ndarray, R_reduced: np.ndarray, symbol: str, max_delta: float = 5.0) -> np.ndarray:
+    """The lattice operations that belong to the space group ``symbol``'s point group, in
+    a setting of the lattice where that group fits (``lattice_group=``)."""
+    from ..errors import XtalError
+
+    sg = gemmi.find_spacegroup_by_name(symbol)
+    if sg is None:
+        raise XtalError(f"unknown space group {symbol!r}", field="lattice_group")
+    wanted = _rotations_of(sg)
+    for setting in bravais_settings(R_reduced, max_delta):
+        if setting.bravais[1] != sg.centring_type() or _FAMILY.get(sg.laue_str()) != setting.family:
+            continue
+        M = np.asarray(setting.M, dtype=float)
+        Minv = np.linalg.inv(M)
+        keep = [W for W in ops if np.rint(M @ W @ Minv).astype(np.int64).tobytes() in wanted]
+        if len(keep) == len(wanted):
+            return np.array(keep)
+    raise XtalError(f"lattice_group={symbol} does not fit the data sets' lattice", field="lattice_group")

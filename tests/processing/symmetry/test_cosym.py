@@ -189,3 +189,14 @@ def test_a_reference_mtz_chooses_the_output_setting(tmp_path_factory):
     assert len(ccs) == 2 and ccs[1] > 0.9 > ccs[0]
     with pytest.raises(Exception, match="no such file"):
         read_reference_intensities(str(out / "missing.mtz"))
+
+
+def test_lattice_group_restricts_the_search(p41):
+    """lattice_group=P m m m on P 4₁ data: 4 operations; of them only the 2-fold along c
+    is symmetry, so 2/m (the 4-fold is outside the given lattice group)."""
+    experiments, table, _ = p41
+    _, _, s = run_cosym(experiments, table, CosymParams(lattice_group="P m m m", stability="false"))
+    assert s["n_operations"] == 4 and s["lattice_group"] == "P m m m"
+    assert s["best"]["patterson_group"] == "P 1 2/m 1"
+    with pytest.raises(Exception, match="does not fit the data sets' lattice"):
+        run_cosym(experiments, table, CosymParams(lattice_group="I m -3 m"))
