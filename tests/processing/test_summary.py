@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -139,6 +140,30 @@ def test_every_stage_summary_is_strict_json_on_degenerate_input(tiny):
     sweep0 = indexed_r.select(rows)
     _, _, cases["integrate"] = _raw("integrate", refined_e, sweep0, d_min=4.0)
     assert cases["integrate"]["n_integrated_sum"] > 0
+    # cosym and symmetry: a small ensemble where one data set has only NaN intensities and
+    # one only three reflections; symmetry on 30 reflections of one data set
+    from processing.simulate import SimulateParams, run_simulate
+    from processing.io.expt import read_experiments
+    from processing.io.refl import read_reflections
+
+    out = tiny[0].imageset.template or tiny[0].imageset.paths[0]
+    folder = os.path.join(os.path.dirname(out), "reflections")
+    run_simulate(SimulateParams(preset="tiny", mode="reflections", output_dir=folder, n_crystals=5, seed=3))
+    ens_e = read_experiments(os.path.join(folder, "integrated.expt"))
+    ens_r = read_reflections(os.path.join(folder, "integrated.refl"))
+    ids = ens_r["id"]
+    v = ens_r["intensity.prf.value"].copy()
+    v[ids == 3] = np.nan
+    ens_r["intensity.prf.value"] = v
+    w = ens_r["intensity.sum.value"].copy()
+    w[ids == 3] = np.nan
+    ens_r["intensity.sum.value"] = w
+    keep = np.ones(len(ens_r), bool)
+    keep[np.nonzero(ids == 4)[0][3:]] = False
+    _, _, cases["cosym"] = _raw("cosym", ens_e, ens_r.select(keep))
+    assert {x["id"] for x in cases["cosym"]["excluded"]} == {3, 4}
+    one = ens_r.select(np.nonzero(ids == 0)[0][:30])
+    _, _, cases["symmetry"] = _raw("symmetry", ExperimentList([ens_e[0]]), one)
     assert set(cases) == set(STAGES), "every stage of the registry needs a degenerate case here"
     for stage, summary in cases.items():
         assert strict(summary), stage
