@@ -47,7 +47,7 @@ import numpy as np
 from processing.indexing.indexer import IndexParams, run_index
 from processing.integration import IntegrateParams, run_integrate
 from processing.models.crystal import cell_from_real_space
-from processing.pipeline import ImportParams, run_import
+from processing.importer import ImportParams, run_import
 from processing.refinement import RefineParams, run_refine
 from processing.reflections import Flags
 from processing.simulate import SimulateParams, run_simulate

@@ -1,2 +1,0 @@
-"""Kept for old imports: the import stage now lives in ``processing.importer``."""
-from .importer import ImportParams, run_import  # noqa: F401
