@@ -433,6 +433,15 @@ class ReflectionTable:
             out._identifiers = dict(self._identifiers)
         return out
 
+    def shallow_copy(self) -> ReflectionTable:
+        """A new table sharing this one's column arrays: replace columns in it, never
+        write into them."""
+        out = ReflectionTable(nrows=self._nrows)
+        out._columns = dict(self._columns)
+        out._kinds = dict(self._kinds)
+        out._identifiers = dict(self._identifiers)
+        return out
+
     def copy(self) -> ReflectionTable:
         """A deep copy (arrays copied; Shoebox objects shared)."""
         out = ReflectionTable(nrows=self._nrows)

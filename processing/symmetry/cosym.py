@@ -101,10 +101,10 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
         raise XtalError("cosym needs at least two data sets")
     tick = progress or (lambda *a: None)
     Ts, bases = _transforms(experiments)
-    ids = reflections["id"]
+    rows_of = rows_by_experiment(reflections["id"], len(experiments))
     datasets, excluded = [], []
     for i, e in enumerate(experiments):
-        ds = prepare(i, e.identifier, reflections.select(ids == i), Ts[i], params.d_min)
+        ds = prepare(i, e.identifier, reflections.select(rows_of[i]), Ts[i], params.d_min)
         if len(ds.e2) < params.min_reflections:
             excluded.append({"id": i, "identifier": e.identifier,
                              "reason": f"only {len(ds.e2)} usable reflections (need {params.min_reflections})"})
@@ -283,13 +283,21 @@ def _conventional_reflections(reflections, total: dict[int, np.ndarray]):
     return np.concatenate(hkl_all), np.concatenate(ios)
 
 
+def rows_by_experiment(ids: np.ndarray, n: int) -> list[np.ndarray]:
+    """The row numbers of each experiment id 0 … n-1 (one sort, not n scans)."""
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(n + 1))
+    return [order[bounds[i]:bounds[i + 1]] for i in range(n)]
+
+
 def _reindexed(experiments, reflections, total: dict[int, np.ndarray], space_group):
-    """The placed experiments and their reflections, reindexed, ids from 0."""
+    """The placed experiments and their reflections, reindexed, ids from 0. The input
+    is not modified; when every data set is placed its columns are shared, not copied."""
     out_e = ExperimentList()
     ids = reflections["id"]
     order = sorted(total)
     rows = np.isin(ids, order)
-    out_r = reflections.select(rows)
+    out_r = reflections.shallow_copy() if rows.all() else reflections.select(rows)
     new_ids = np.searchsorted(np.array(order), out_r["id"])
     hkl = out_r["miller_index"].astype(float)
     for k, i in enumerate(order):
