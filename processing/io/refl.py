@@ -32,7 +32,7 @@ import msgpack
 import numpy as np
 
 from processing.errors import XtalError
-from processing.io.files import read_bytes, write_bytes_atomic
+from processing.io.files import atomic_path, read_bytes
 from processing.reflections.table import COLUMN_KINDS, ReflectionTable, Shoebox
 
 __all__ = ["read_reflections", "write_reflections", "decode_reflections", "encode_reflections"]
@@ -57,17 +57,67 @@ def read_reflections(path: str | os.PathLike[str], skip_shoebox: bool = True) ->
     the file raises one XtalError naming the file.
     """
     name = os.fspath(path)
-    raw = read_bytes(name, "reflection file")
-    return _decode(raw, skip_shoebox, name, stacklevel=4)
+    return _decode(read_bytes(name, "reflection file"), skip_shoebox, name, stacklevel=4)
 
 
 def write_reflections(path: str | os.PathLike[str], table: ReflectionTable) -> None:
     """Write ``table`` as a DIALS msgpack ``.refl`` file, atomically.
 
     The bytes go to a temporary file in the same folder, which then replaces
-    ``path``; a failed write leaves any existing file untouched.
+    ``path``; a failed write leaves any existing file untouched. Columns are packed
+    and written one at a time (the same bytes as :func:`encode_reflections`), so a
+    large table needs no second copy of itself in memory.
     """
-    write_bytes_atomic(path, encode_reflections(table), "reflection file")
+    name = os.fspath(path)
+    try:
+        with atomic_path(name) as tmp:
+            with open(tmp, "xb") as fh:
+                for chunk in _encoded_parts(table):
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        raise XtalError(f"{name}: cannot write reflection file ({exc.strerror or exc})") from None
+
+
+def _columns_to_write(table: ReflectionTable):
+    """(name, kind, blob producer) of the columns a .refl file holds, in DIALS's order."""
+    out = []
+    for name in sorted(table.keys(), key=lambda s: s.encode("utf-8")):
+        kind = table.kind(name)
+        if kind == "std::string":
+            warnings.warn(
+                f"column {name!r} (std::string) not written: DIALS cannot read string "
+                "columns back from a file",
+                stacklevel=4,
+            )
+            continue
+        out.append((name, kind))
+    return out
+
+
+def _blob(table: ReflectionTable, name: str, kind: str) -> bytes:
+    arr = table[name]
+    if kind == "Shoebox<>":
+        return _encode_shoeboxes(arr, name)
+    dtype, _shape = COLUMN_KINDS[kind]
+    return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+
+
+def _encoded_parts(table: ReflectionTable):
+    """The msgpack bytes of ``[FILETYPE, VERSION, header]``, column by column."""
+    packer = msgpack.Packer(use_bin_type=True)
+    n = len(table)
+    columns = _columns_to_write(table)
+    yield packer.pack_array_header(3) + packer.pack(FILETYPE) + packer.pack(VERSION)
+    yield packer.pack_map_header(3) + packer.pack("identifiers") + packer.pack(
+        {int(k): str(v) for k, v in sorted(table.experiment_identifiers.items())})
+    yield packer.pack("nrows") + packer.pack(n) + packer.pack("data") + packer.pack_map_header(len(columns))
+    for name, kind in columns:
+        blob = _blob(table, name, kind)
+        yield (packer.pack(name) + packer.pack_array_header(2) + packer.pack(kind) + packer.pack_array_header(2)
+               + packer.pack(n))
+        yield packer.pack(blob)
 
 
 # --------------------------------------------------------------------- decode
@@ -90,6 +140,8 @@ def _decode(raw: bytes, skip_shoebox: bool, source: str, stacklevel: int) -> Ref
         raw=False, strict_map_key=False, use_list=True, max_buffer_size=max(len(raw), 1)
     )
     unpacker.feed(raw)
+    n_raw = len(raw)
+    del raw  # the unpacker holds its own copy: keep one, not two (large tables)
     try:
         obj = unpacker.unpack()
     except msgpack.OutOfData:
@@ -100,10 +152,11 @@ def _decode(raw: bytes, skip_shoebox: bool, source: str, stacklevel: int) -> Ref
         ) from None
     if not (isinstance(obj, list) and len(obj) == 3 and obj[0] == FILETYPE):
         raise XtalError(f"{source}: not a DIALS reflection table (no '{FILETYPE}' header)")
-    if unpacker.tell() != len(raw):
+    if unpacker.tell() != n_raw:
         raise XtalError(
-            f"{source}: corrupt reflection table ({len(raw) - unpacker.tell()} bytes after the end)"
+            f"{source}: corrupt reflection table ({n_raw - unpacker.tell()} bytes after the end)"
         )
+    del unpacker
     version, header = obj[1], obj[2]
     if isinstance(version, bool) or version != VERSION:
         raise XtalError(f"{source}: reflection table version {version!r} is not supported (expected 1)")
@@ -125,7 +178,8 @@ def _decode(raw: bytes, skip_shoebox: bool, source: str, stacklevel: int) -> Ref
         raise XtalError(f"{source}: corrupt reflection table (bad experiment identifiers)")
 
     table = ReflectionTable(nrows=nrows)
-    for name, column in data.items():
+    for name in list(data):
+        column = data.pop(name)  # each payload is freed once its column is decoded
         if not isinstance(name, str) or not name:
             raise XtalError(f"{source}: corrupt reflection table (column name {name!r})")
         kind, payload = _column_parts(column, name, nrows, source)
@@ -236,30 +290,7 @@ def _decode_shoeboxes(payload: bytes, n: int, name: str, source: str) -> np.ndar
 # --------------------------------------------------------------------- encode
 def encode_reflections(table: ReflectionTable) -> bytes:
     """The bytes of a ``.refl`` file for ``table`` (columns in DIALS's sorted order)."""
-    n = len(table)
-    data: dict[str, list[Any]] = {}
-    for name in sorted(table.keys(), key=lambda s: s.encode("utf-8")):
-        kind = table.kind(name)
-        arr = table[name]
-        if kind == "std::string":
-            warnings.warn(
-                f"column {name!r} (std::string) not written: DIALS cannot read string "
-                "columns back from a file",
-                stacklevel=3,
-            )
-            continue
-        if kind == "Shoebox<>":
-            blob = _encode_shoeboxes(arr, name)
-        else:
-            dtype, _shape = COLUMN_KINDS[kind]
-            blob = np.ascontiguousarray(arr, dtype=dtype).tobytes()
-        data[name] = [kind, [n, blob]]
-    header = {
-        "identifiers": {int(k): str(v) for k, v in sorted(table.experiment_identifiers.items())},
-        "nrows": n,
-        "data": data,
-    }
-    return msgpack.packb([FILETYPE, VERSION, header], use_bin_type=True)
+    return b"".join(_encoded_parts(table))
 
 
 def _encode_shoeboxes(column: np.ndarray, name: str) -> bytes:
