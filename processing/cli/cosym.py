@@ -23,6 +23,18 @@ def _subgroups(summary: dict) -> str:
     return psql_table(["Patterson group", "", "Likelihood", "NetZcc", "Zcc+", "Zcc-", "Reindex operator"], rows)
 
 
+def _screw_axes(summary: dict) -> str:
+    """dials.symmetry's systematic-absence tables: each screw axis, then each space group's score."""
+    axes = [[a["axis"], f"{a['score']:.3f}", a["n_expected_present"], a["n_expected_absent"],
+             num(a["mean_i_over_sigma_present"], ".3f"), num(a["mean_i_over_sigma_absent"], ".3f"),
+             num(a["z_score"], ".2f"), a["verdict"]] for a in summary["screw_axes"]]
+    groups = [[g["space_group"], f"{g['score']:.4f}", "***" if g["chosen"] else ""]
+              for g in summary.get("space_groups", []) if "score" in g]
+    return "\n".join([psql_table(["Screw axis", "Score", "No. present", "No. absent", "<I/sig> present",
+                                   "<I/sig> absent", "z absent", "Verdict"], axes), "",
+                      psql_table(["Space group", "Score", ""], groups)])
+
+
 def report(summary: dict, experiments, reflections, params) -> str:
     best = summary["best"]
     cell = ", ".join(f"{v:.4f}".rstrip("0").rstrip(".") for v in best["unit_cell"])
@@ -46,6 +58,8 @@ def report(summary: dict, experiments, reflections, params) -> str:
         out.append(f"Reference {ref['path']} ({ref['column']}): setting {ref['chosen']} chosen; CC with the "
                    "reference: " + ", ".join(f"{r['operator']} {num(r['cc'], '.3f')} ({r['n']} reflections)"
                                              for r in ref["settings"]))
+    if summary.get("screw_axes"):
+        out += ["", _screw_axes(summary), ""]
     if summary.get("absences_note"):
         out.append(summary["absences_note"])
     out.append("Reindexing operators:")

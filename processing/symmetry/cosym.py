@@ -244,7 +244,7 @@ def _finish_common(experiments, reflections, params, best, result, ops, R_avg, t
                  "reindex_operator": best["reindex_operator"], "probability": probability,
                  "confidence": max(0.0, probability - max(others, default=0.0)),
                  "user_space_group": params.space_group},
-        "space_groups": absences["rows"], "absences_note": absences["note"],
+        "space_groups": absences["rows"], "absences_note": absences["note"], "screw_axes": absences["screw_axes"],
         "datasets": placed if placed is not None else [
             {"id": i, "identifier": experiments[i].identifier, "operator": "x,y,z",
              "change_of_basis": _abc_any(T), "matrix": [[float(v) for v in row] for row in T],

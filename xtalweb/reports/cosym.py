@@ -93,6 +93,9 @@ def cosym_report(run, rows: list[dict]) -> dict:
     excluded = [[x["id"], names.get(x["identifier"]) or x["identifier"], x["reason"]] for x in s["excluded"]]
     groups = [[g["space_group"], g["n_absent"], _num(g["mean_i_over_sigma_absent"], 2), "***" if g["chosen"] else ""]
               for g in s.get("space_groups", [])]
+    screws = [[a["axis"], a["n_expected_absent"], a["n_expected_present"], _num(a["mean_i_over_sigma_absent"], 2),
+               _num(a["mean_i_over_sigma_present"], 2), _num(a["z_score"], 2), _num(a["score"], 3), a["verdict"]]
+              for a in s.get("screw_axes", [])]
     st = s.get("stability") or {}
     stability = [[r["run"], r["n_datasets"], "same" if r["laue_group_same"] else "different",
                   f"{100 * r['operators_agree']:.0f} %"] for r in st.get("runs", [])]
@@ -117,6 +120,10 @@ def cosym_report(run, rows: list[dict]) -> dict:
             _table("space_groups", "Space groups by systematic absences",
                    ["Space group", "Absent reflections", "⟨I/σ⟩ of absent", ""], groups,
                    note=s.get("absences_note") or None),
+            *([_table("screw_axes", "Screw axes (dials.symmetry's direct test)",
+                      ["Screw axis", "Expected absent", "Expected present", "⟨I/σ⟩ absent", "⟨I/σ⟩ present",
+                       "z (absent)", "Score", "Verdict"], screws)]
+              if screws else []),
         ],
         "figures": [_embedding(s, names), _functional(s)] if s.get("dimensions") else [],
     }
