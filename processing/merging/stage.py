@@ -1,0 +1,74 @@
+"""``run_merge``: scaled observations → merged intensities and amplitudes (dials.merge)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import XtalError
+from ..reflections import Flags
+from .merge import merge_intensities
+from .params import MergeParams
+from .statistics import merging_statistics
+
+
+def scaled_observations(experiments, reflections, d_min=None, d_max=None):
+    """(hkl, I, σ², d) of the rows scaling kept (flag ``scaled``, not ``bad_for_scaling``),
+    scaled: I = intensity.scale.value / inverse_scale_factor, σ² = variance / g² (as DIALS)."""
+    if reflections is None or len(reflections) == 0:
+        raise XtalError("no reflections to merge")
+    if "intensity.scale.value" not in reflections or "flags" not in reflections:
+        raise XtalError("the reflections are not scaled (no intensity.scale.value): run xtal scale first")
+    flags = reflections["flags"].astype(np.uint64)
+    ok = ((flags & np.uint64(int(Flags.scaled))) != 0) & ((flags & np.uint64(int(Flags.bad_for_scaling))) == 0)
+    g = reflections["inverse_scale_factor"] if "inverse_scale_factor" in reflections else np.ones(len(reflections))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = reflections["intensity.scale.value"] / g
+        var = reflections["intensity.scale.variance"] / g ** 2
+    ok &= np.isfinite(value) & np.isfinite(var) & (var > 0) & (g > 0)
+    d = reflections["d"]
+    if d_min is not None:
+        ok &= d >= d_min
+    if d_max is not None:
+        ok &= d <= d_max
+    if not ok.any():
+        raise XtalError("no scaled observations to merge" + (" within the resolution limits" if d_min or d_max else ""))
+    return reflections["miller_index"][ok], value[ok], var[ok], d[ok]
+
+
+def space_group_and_cell(experiments):
+    """The experiments' (one) space group and their median cell."""
+    import gemmi
+
+    from ..scaling.scale import _space_group, median_cell
+
+    if experiments is None or len(experiments) == 0:
+        raise XtalError("no experiments")
+    sg = _space_group(experiments)
+    return sg, median_cell(experiments)
+
+
+def run_merge(experiments, reflections, params: MergeParams, progress=None):
+    """``(experiments, MergedIntensities, summary)``: the merged data for merged.mtz and the
+    merging statistics of what was merged."""
+    sg, cell = space_group_and_cell(experiments)
+    hkl, value, var, _ = scaled_observations(experiments, reflections, params.d_min, params.d_max)
+    wavelengths = np.array([e.beam.wavelength for e in experiments])
+    wavelength = float(np.median(wavelengths))
+    merged = merge_intensities(hkl, value, var, sg, cell, wavelength, anomalous=params.anomalous)
+    stats = merging_statistics(hkl, value, var, sg, cell, anomalous=params.anomalous, d_min=params.d_min,
+                               d_max=params.d_max, n_bins=params.n_resolution_bins, seed=params.seed)
+    columns = ["IMEAN", "SIGIMEAN"] + (["I(+)", "SIGI(+)", "I(-)", "SIGI(-)"] if params.anomalous else []) \
+        + (["F", "SIGF"] + (["F(+)", "SIGF(+)", "F(-)", "SIGF(-)", "DANO", "SIGDANO"] if params.anomalous else [])
+           if params.truncate else []) + ["N"]
+    if not params.truncate:
+        for name in ("f", "sigf", "f_plus", "sigf_plus", "f_minus", "sigf_minus", "dano", "sigdano"):
+            setattr(merged, name, np.full(len(merged), np.nan))
+    summary = {"n_observations": int(len(value)), "n_unique": int(len(merged)), "space_group": sg.xhm(),
+               "unit_cell": list(cell), "wavelength": wavelength, "anomalous": params.anomalous,
+               "truncate": params.truncate, "columns": columns,
+               "n_f": int(np.isfinite(merged.f).sum()),
+               "wavelength_spread": float(np.ptp(wavelengths)) if len(wavelengths) else 0.0,
+               "merging_statistics": stats, "d_min": stats.get("d_min"), "d_max": stats.get("d_max")}
+    return experiments, merged, summary
+
+
+__all__ = ["MergeParams", "run_merge", "scaled_observations", "space_group_and_cell"]
