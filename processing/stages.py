@@ -23,6 +23,10 @@ from .refinement import RefineParams, run_refine
 from .spotfinding import FindSpotsParams, run_find_spots
 from .summary import json_ready
 from .symmetry import CosymParams, run_cosym, run_symmetry
+from .scaling import ScaleParams, run_scale
+from .merging.params import MergeParams
+from .merging.stage import run_merge
+from .export import ExportParams, run_export
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,13 @@ def _cosym(experiments, reflections, params, progress=None):
     return run_cosym(experiments, reflections, params, progress=progress, reference=reference)
 
 
+def _scale(experiments, reflections, params, progress=None):
+    from .io.mtz import read_reference_intensities
+
+    reference = read_reference_intensities(params.reference) if params.reference else None
+    return run_scale(experiments, reflections, params, progress=progress, reference=reference)
+
+
 def _with_reflections(run):
     def run_stage(experiments: ExperimentList, reflections, params, progress=None):
         return run(experiments, reflections, params, progress=progress)
@@ -179,6 +190,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "(dials.symmetry)", CosymParams, _with_reflections(run_symmetry),
           inputs=("integrated.expt", "integrated.refl"), outputs=("symmetrized.expt", "symmetrized.refl"),
           per_sweep=False, previous="integrate"),
+    Stage("scale", "scale", "scale the data sets with a physical model, error model, merging statistics "
+          "(dials.scale)", ScaleParams, _scale, inputs=("symmetrized.expt", "symmetrized.refl"),
+          outputs=("scaled.expt", "scaled.refl"), per_sweep=False, previous="cosym"),
+    Stage("merge", "merge", "merge scaled observations: intensities, French–Wilson amplitudes, anomalous "
+          "differences (dials.merge)", MergeParams, _with_reflections(run_merge),
+          inputs=("scaled.expt", "scaled.refl"), outputs=("merged.mtz",), per_sweep=False, previous="scale"),
+    Stage("export", "export", "scaled observations, unmerged, as MTZ (one batch range per data set) and "
+          "mmCIF (dials.export)", ExportParams, _with_reflections(run_export),
+          inputs=("scaled.expt", "scaled.refl"), outputs=("scaled_unmerged.mtz", "scaled.cif"),
+          per_sweep=False, previous="scale"),
 )}
 
 

@@ -80,14 +80,18 @@ def pop_outputs(words: list[str], **defaults: str) -> tuple[dict[str, str], list
     return outputs, kept
 
 
+def output_key(file_name: str) -> str:
+    """The ``output.<key>=`` word of an output file: experiments, reflections, mtz, mmcif."""
+    for suffix, key in ((".expt", "experiments"), (".refl", "reflections"), (".mtz", "mtz"), (".cif", "mmcif")):
+        if file_name.endswith(suffix):
+            return key
+    return file_name.rsplit(".", 1)[0]
+
+
 def default_outputs(stage) -> dict[str, str]:
-    """``{"experiments": "indexed.expt", "reflections": "indexed.refl"}`` from the stage's outputs."""
-    out = {}
-    if stage.experiments_output:
-        out["experiments"] = stage.experiments_output
-    if stage.reflections_output:
-        out["reflections"] = stage.reflections_output
-    return out
+    """``{"experiments": "indexed.expt", "reflections": "indexed.refl"}`` (``mtz``, ``mmcif``)
+    from the stage's outputs."""
+    return {output_key(name): name for name in stage.outputs}
 
 
 def read_expt_refl(files: list[str], usage: str, need_reflections: bool = True):
@@ -118,20 +122,12 @@ def check_output_folders(outputs: dict[str, str]) -> None:
             raise XtalError(f"output folder {folder} does not exist")
 
 
-def write_outputs(experiments, reflections, outputs: dict[str, str]) -> list[str]:
+def write_outputs(experiments, reflections, outputs: dict[str, str], params=None) -> list[str]:
     """Write the outputs (each atomically); the lines that say so."""
-    from ..io.expt import write_experiments
-    from ..io.refl import write_reflections
+    from ..io.outputs import write_output
 
     check_output_folders(outputs)
-    lines = []
-    if "experiments" in outputs:
-        write_experiments(outputs["experiments"], experiments)
-        lines.append(f"Saving {len(experiments)} experiment(s) to {outputs['experiments']}")
-    if "reflections" in outputs:
-        write_reflections(outputs["reflections"], reflections)
-        lines.append(f"Saving {len(reflections)} reflections to {outputs['reflections']}")
-    return lines
+    return [write_output(path, experiments, reflections, params=params) for path in outputs.values()]
 
 
 def print_help(command: Command, stage) -> None:
@@ -171,6 +167,6 @@ def run_command(command: Command, argv: list[str]) -> int:
     text = command.report(summary, experiments, reflections, params)
     if text:
         print(text)
-    for line in write_outputs(experiments, reflections, outputs):
+    for line in write_outputs(experiments, reflections, outputs, params):
         print(line)
     return 0

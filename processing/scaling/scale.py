@@ -1,0 +1,389 @@
+"""``run_scale``: scale an ensemble of consistently indexed data sets (dials.scale).
+
+1. Observations: integrated reflections with partiality ≥ ``partiality_cutoff`` and a
+   valid variance, corrected (I·lp/qe/p), grouped by reflection in the space group
+   (``data.py``); a data set with too few observations is left out by name.
+2. Each data set gets a physical model (``model.py``) — or keeps the one it was scaled
+   with before (incremental scaling) — refined against the merged intensities, or a
+   reference's, by block Levenberg–Marquardt (``minimiser.py``).
+3. Intensity choice (``combine``): profile, summation, or their Imid mix, whichever
+   scaled data have the best CC½; outlier rejection (``outliers.py``); the error model
+   (``error_model.py``); the models refined again with the new weights.
+4. Scaled intensities (I/g, with the model's uncertainty added to σ²), DIALS's columns
+   and flags, and the merging statistics (``processing.merging``).
+
+Time and memory grow linearly with the observations (each cycle is a few passes over
+them, and a data set's normal matrix is its own parameters squared).
+"""
+from __future__ import annotations
+
+import copy
+
+import gemmi
+import numpy as np
+from scipy.special import ndtri
+
+from ..errors import XtalError
+from ..merging.statistics import cc_half_sigma_tau, merging_statistics
+from ..reflections import Flags
+from ..summary import json_ready
+from . import error_model, outliers
+from .data import observations, select
+from .minimiser import Fit, covariance, merged_estimate, step
+from .model import PhysicalModel
+from .params import ScaleParams
+
+MIN_OBSERVATIONS = 10
+#: Imid candidates of ``combine``, as quantiles of the summation intensities
+IMID_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def _space_group(experiments) -> gemmi.SpaceGroup:
+    groups = {}
+    for e in experiments:
+        if e.crystal is None:
+            raise XtalError(f"experiment {e.identifier} has no crystal model")
+        sg = gemmi.find_spacegroup_by_ops(e.crystal.space_group)
+        groups.setdefault(sg.xhm() if sg else "?", sg)
+    if len(groups) != 1 or None in groups.values():
+        raise XtalError("the data sets are not all in one space group (" + ", ".join(sorted(groups))
+                        + "): run xtal cosym (or symmetry) first")
+    return next(iter(groups.values()))
+
+
+def median_cell(experiments) -> tuple[float, ...]:
+    """The median unit cell across the experiments (as dials.scale reports and merges with)."""
+    return tuple(float(x) for x in np.median(np.array([e.crystal.unit_cell for e in experiments]), axis=0))
+
+
+def combine(i_prf, v_prf, i_sum, v_sum, imid: float | None):
+    """DIALS's profile/summation mix: w = 1/(1 + (I_sum/Imid)³), I = w·I_prf + (1 − w)·I_sum;
+    ``imid`` None: summation only; 0: profile where there is one."""
+    has_prf = np.isfinite(i_prf)
+    if imid is None:
+        return i_sum.copy(), v_sum.copy()
+    if imid == 0:
+        w = has_prf.astype(float)
+    else:
+        w = np.where(has_prf, 1.0 / (1.0 + (np.maximum(i_sum, 0) / imid) ** 3), 0.0)
+    ip, vp = np.where(has_prf, i_prf, 0.0), np.where(has_prf, v_prf, 0.0)
+    return w * ip + (1 - w) * i_sum, w * w * vp + (1 - w) ** 2 * v_sum
+
+
+class _Scaler:
+    """The state of one scaling job."""
+
+    def __init__(self, obs, models, params, reference_target=None, fixed_g=None):
+        self.obs = obs
+        self.params = params
+        self.models = models
+        self.n_groups = int(obs.group.max()) + 1 if len(obs) else 0
+        self.reference = reference_target  # per group, NaN where the reference has none
+        self.fixed_g = fixed_g or {}
+        self.fits = {k: Fit(m, m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]),
+                            np.arange(b - a))
+                     for k, m in models.items() if not m.fixed for a, b in [obs.slices[k]]}
+        self.g = np.ones(len(obs))
+        self.update_g()
+
+    def update_g(self):
+        for k, (a, b) in self.obs.slices.items():
+            if k in self.fixed_g:
+                self.g[a:b] = self.fixed_g[k]
+            elif k in self.fits:
+                self.g[a:b] = self.models[k].value(self.fits[k].basis)
+
+    def restraint(self, model):
+        return model.restraint(self.params.decay_restraint, self.params.surface_weight)
+
+    def target(self, intensity, variance, active):
+        """Ĩ per group from the active observations (or the reference), NaN for groups
+        that cannot constrain the fit (one observation)."""
+        if self.reference is not None:
+            return self.reference
+        w = np.where(active, 1.0 / variance, 0.0)
+        est, _ = merged_estimate(self.obs.group, self.n_groups, self.g, intensity, w)
+        counts = np.bincount(self.obs.group, active.astype(np.int64), self.n_groups)
+        est[counts < 2] = np.nan
+        return est
+
+    def refine(self, intensity, variance, active, progress=None, label=""):
+        """Cycles of (merge, one LM step per data set) until the target stops falling."""
+        last = np.inf
+        n_cycles = 0
+        for cycle in range(self.params.max_iterations):
+            target = self.target(intensity, variance, active)
+            total = 0.0
+            for k, fit in self.fits.items():
+                a, b = self.obs.slices[k]
+                t = target[self.obs.group[a:b]]
+                use = np.flatnonzero(active[a:b] & np.isfinite(t))
+                if len(use) < MIN_OBSERVATIONS:
+                    continue
+                fit.use = use
+                total += step(fit, intensity[a:b][use], 1.0 / variance[a:b][use], t[use],
+                              self.restraint(fit.model))
+            self.normalise()
+            self.update_g()
+            n_cycles = cycle + 1
+            if progress:
+                progress(min(0.95, 0.1 + 0.8 * cycle / self.params.max_iterations),
+                         f"{label} cycle {n_cycles}: target {total:.6g}")
+            if np.isfinite(last) and abs(last - total) <= 1e-6 * max(abs(last), 1e-300):
+                break
+            last = total
+        return n_cycles
+
+    def normalise(self):
+        """Mean scale 1 and mean B 0 over the observations, unless something fixes them."""
+        if self.reference is not None or self.fixed_g or not self.fits:
+            return
+        c_sum = n = b_sum = 0.0
+        for k, fit in self.fits.items():
+            c, _, _ = fit.model.components(fit.basis)
+            c_sum += c.sum()
+            n += len(c)
+            if len(fit.model.decay):
+                b_sum += (fit.basis.wd @ fit.model.decay).sum()
+        if n == 0 or c_sum <= 0:
+            return
+        for fit in self.fits.values():
+            fit.model.scale = fit.model.scale * (n / c_sum)
+            if len(fit.model.decay):
+                fit.model.decay = fit.model.decay - b_sum / n
+
+    def g_variance(self, intensity, variance, active):
+        """Variance of each observation's g from its data set's parameter covariance."""
+        out = np.zeros(len(self.obs))
+        target = self.target(intensity, variance, active)
+        for k, fit in self.fits.items():
+            a, b = self.obs.slices[k]
+            t = target[self.obs.group[a:b]]
+            use = np.flatnonzero(active[a:b] & np.isfinite(t))
+            if len(use) < MIN_OBSERVATIONS:
+                continue
+            fit.use = use
+            cov = covariance(fit, intensity[a:b][use], 1.0 / variance[a:b][use], t[use], self.restraint(fit.model))
+            fit.model.sigmas = np.sqrt(np.maximum(np.diag(cov), 0))
+            _, J = fit.model.jacobian(fit.basis)
+            out[a:b] = np.einsum("ij,jk,ik->i", J, cov, J)
+        return out
+
+
+def _reference_target(reference, obs, table, space_group, anomalous):
+    """The reference's intensity per observation group (NaN where it has none)."""
+    from .data import equivalence_ops, reflection_keys
+
+    ops = equivalence_ops(space_group, anomalous)
+    ref_keys = reflection_keys(reference.hkl, ops)
+    order = np.argsort(ref_keys)
+    ref_keys, ref_i = ref_keys[order], reference.intensity[order]
+    group_key = np.zeros(int(obs.group.max()) + 1, np.int64)
+    group_key[obs.group] = obs.key
+    pos = np.clip(np.searchsorted(ref_keys, group_key), 0, max(len(ref_keys) - 1, 0))
+    found = ref_keys[pos] == group_key if len(ref_keys) else np.zeros(len(group_key), bool)
+    out = np.full(len(group_key), np.nan)
+    out[found] = ref_i[pos[found]]
+    if found.sum() < MIN_OBSERVATIONS:
+        raise XtalError(f"{reference.path}: only {int(found.sum())} of the data's reflections are in the reference "
+                        "(same space group and setting?)", field="reference")
+    return out
+
+
+def run_scale(experiments, reflections, params: ScaleParams, progress=None, reference=None):
+    """Scale the data sets: ``(experiments, reflections, summary)`` as dials.scale writes
+    scaled.expt/.refl (excluded data sets removed, DIALS's scaled columns and flags)."""
+    if experiments is None or len(experiments) == 0:
+        raise XtalError("no experiments to scale")
+    if reflections is None or len(reflections) == 0:
+        raise XtalError("no reflections to scale")
+    for col in ("miller_index", "id", "intensity.sum.value", "intensity.sum.variance"):
+        if col not in reflections:
+            raise XtalError(f"the reflections have no {col} column: give integrated reflections")
+    n_exp = len(experiments)
+    bad = [k for k in params.exclude_datasets if not 0 <= k < n_exp]
+    if bad:
+        raise XtalError(f"exclude_datasets: no data set {bad[0]} (ids run 0 … {n_exp - 1})", field="exclude_datasets")
+    space_group = _space_group(experiments)
+    table = reflections
+    keep, dropped = select(table, n_exp, params.partiality_cutoff, params.d_min, params.d_max,
+                           set(params.exclude_datasets))
+    excluded = {k: "excluded by the user (exclude_datasets)" for k in params.exclude_datasets}
+    counts = np.bincount(table["id"][keep].astype(np.int64), minlength=n_exp)[:n_exp]
+    for k in range(n_exp):
+        if k not in excluded and counts[k] < MIN_OBSERVATIONS:
+            excluded[k] = f"too few observations to scale ({int(counts[k])} < {MIN_OBSERVATIONS})"
+    keep &= ~np.isin(table["id"], list(excluded))
+    if not keep.any():
+        raise XtalError("no observations left to scale: " + "; ".join(f"{n} {why}" for why, n in dropped.items()))
+    if progress:
+        progress(0.02, f"{int(keep.sum())} observations of {n_exp - len(excluded)} data sets")
+    obs = observations(experiments, table, space_group, keep, params.anomalous)
+
+    # models: fixed for data sets scaled before (incremental), new for the others
+    models, fixed_g = {}, {}
+    previously = (table["flags"].astype(np.uint64) & np.uint64(int(Flags.scaled))) != 0 \
+        if "flags" in table else np.zeros(len(table), bool)
+    for k, (a, b) in obs.slices.items():
+        e = experiments[k]
+        rows = obs.row[a:b]
+        if not params.rescale and e.scaling_model and previously[rows].any():
+            m = models[k] = PhysicalModel.from_dict(e.scaling_model)
+            fixed_g[k] = m.value(m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]))
+        else:
+            models[k] = PhysicalModel.new(e.scan.oscillation_range if e.scan else (0.0, 0.0), params, b - a)
+    if len(fixed_g) == len(models) and reference is None:
+        raise XtalError("every data set was scaled before: give new data sets to scale against them, or rescale=true")
+    ref_target = _reference_target(reference, obs, table, space_group, params.anomalous) if reference else None
+    scaler = _Scaler(obs, models, params, ref_target, fixed_g)
+
+    # 1. initial scaling on profile intensities (summation where there are none)
+    choice = params.intensity_choice
+    imid = None if choice == "sum" else 0.0
+    intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
+    active = np.isfinite(intensity) & (variance > 0)
+    cycles = scaler.refine(intensity, variance, active, progress, "scaling")
+    outlier = np.zeros(len(obs), bool)
+    if params.outlier_rejection == "standard":
+        outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, variance, active,
+                                  params.outlier_zmax)
+
+    # 2. intensity combination: the candidate whose scaled data have the best CC½
+    combination = []
+    if choice == "combine" and np.isfinite(obs.i_prf).any():
+        cands = [("profile", 0.0), ("summation", None)]
+        pos = obs.i_sum[np.isfinite(obs.i_sum) & (obs.i_sum > 0)]
+        if len(pos):
+            cands += [(f"Imid {q:g}", float(q)) for q in np.unique(np.round(np.quantile(pos, IMID_QUANTILES), 1))]
+        for name, value in cands:
+            i_c, v_c = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, value)
+            ok = active & ~outlier & np.isfinite(i_c) & (v_c > 0)
+            cc = cc_half_sigma_tau(obs.key[ok], i_c[ok] / scaler.g[ok], v_c[ok] / scaler.g[ok] ** 2)
+            combination.append({"choice": name, "imid": value, "cc_half": cc})
+        best = max(combination, key=lambda r: -np.inf if r["cc_half"] is None else r["cc_half"])
+        imid = best["imid"]
+        intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
+    active = np.isfinite(intensity) & (variance > 0) & ~outlier
+
+    # 3. error model, then the models refined with the new weights, and outliers again
+    em = {"a": 1.0, "b": 0.0, "refined": False, "reason": "error_model=none"}
+    var_model = variance
+    for _ in range(2):
+        if params.error_model == "basic":
+            target = scaler.target(intensity, variance, active)
+            means = target[obs.group]
+            ok = active & np.isfinite(means)
+            em = error_model.refine_error_model(obs.group[ok], scaler.n_groups, intensity[ok] / scaler.g[ok],
+                                                variance[ok] / scaler.g[ok] ** 2)
+            scaled_mean = np.where(np.isfinite(means), means, intensity / scaler.g)
+            var_model = error_model.apply(variance, scaler.g * scaled_mean, em["a"], em["b"])
+        cycles += scaler.refine(intensity, var_model, active, progress, "scaling with the error model")
+        if params.outlier_rejection == "standard":
+            outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, var_model,
+                                      np.isfinite(intensity) & (variance > 0), params.outlier_zmax)
+            active = np.isfinite(intensity) & (variance > 0) & ~outlier
+        if params.error_model != "basic":
+            break
+
+    # 4. scaled intensities, their σ with the model's uncertainty
+    g = scaler.g
+    var_g = scaler.g_variance(intensity, var_model, active)
+    # as DIALS: intensity.scale.* is the unscaled intensity and its variance (error model and
+    # the model's uncertainty included); the scaled intensity is intensity.scale.value / g
+    scale_v = var_model + intensity ** 2 * var_g / g ** 2
+    return _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
+                    g, var_g, intensity, scale_v, em, combination, imid, cycles, reference, progress)
+
+
+def _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
+             g, var_g, intensity, variance, em, combination, imid, cycles, reference, progress):
+    scaled_i, scaled_v = intensity / g, variance / g ** 2
+    n = len(table)
+    out = table.shallow_copy()
+    col = lambda fill: np.full(n, fill, dtype=float)  # noqa: E731
+    isf, isf_v, i_val, i_var = col(0.0), col(0.0), col(0.0), col(0.0)
+    isf[obs.row], isf_v[obs.row], i_val[obs.row], i_var[obs.row] = g, var_g, intensity, variance
+    good = np.isfinite(scaled_i) & np.isfinite(scaled_v) & (scaled_v > 0) & (g > 0)
+    flags = table["flags"].astype(np.uint64).copy() if "flags" in table else np.zeros(n, np.uint64)
+    flags &= ~np.uint64(int(Flags.scaled | Flags.outlier_in_scaling | Flags.excluded_for_scaling))
+    flags[:] |= np.uint64(int(Flags.excluded_for_scaling))
+    used = obs.row[active & good]
+    flags[used] &= ~np.uint64(int(Flags.excluded_for_scaling))
+    flags[used] |= np.uint64(int(Flags.scaled))
+    flags[obs.row[outlier]] &= ~np.uint64(int(Flags.excluded_for_scaling))
+    flags[obs.row[outlier]] |= np.uint64(int(Flags.outlier_in_scaling))
+    out["inverse_scale_factor"] = isf
+    out["inverse_scale_factor_variance"] = isf_v
+    out["intensity.scale.value"] = i_val
+    out["intensity.scale.variance"] = i_var
+    out["flags"] = flags
+
+    # excluded data sets leave the output, as in dials.scale
+    kept = [k for k in range(len(experiments)) if k not in excluded]
+    out_expts = type(experiments)(copy.copy(experiments[k]) for k in kept)
+    for e, k in zip(out_expts, kept):
+        if k in models:
+            e.scaling_model = models[k].to_dict()
+    if excluded:
+        out = out.remove_on_experiment_identifiers([experiments[k].identifier for k in excluded]) \
+            if out.experiment_identifiers else out.select(~np.isin(out["id"], list(excluded)))
+        out.reset_ids()
+
+    sel = np.flatnonzero(active & good)
+    cell = median_cell([experiments[k] for k in kept])
+    if progress:
+        progress(0.97, "merging statistics")
+    stats = merging_statistics(table["miller_index"][obs.row[sel]], scaled_i[sel], scaled_v[sel], space_group, cell,
+                               anomalous=params.anomalous, d_min=params.d_min, d_max=params.d_max,
+                               n_bins=params.n_resolution_bins, seed=params.seed)
+    datasets = []
+    for k, e in enumerate(experiments):
+        row = {"id": k, "identifier": e.identifier}
+        if k in excluded:
+            row["excluded"] = excluded[k]
+        elif k in obs.slices:
+            a, b = obs.slices[k]
+            m = models[k]
+            lo, hi = e.scan.oscillation_range if e.scan else (0.0, 0.0)
+            row.update({"n_observations": int((active[a:b] & good[a:b]).sum()), "n_outliers": int(outlier[a:b].sum()),
+                        "fixed": m.fixed, "n_parameters": int(len(m.parameters)),
+                        "mean_inverse_scale": float(np.mean(g[a:b])),
+                        "curves": m.curves(lo, hi), "lmax": m.lmax,
+                        "absorption_range": [float(np.min(g[a:b] / _no_absorption(m, obs, a, b))),
+                                             float(np.max(g[a:b] / _no_absorption(m, obs, a, b)))]
+                        if len(m.absorption) else None})
+        datasets.append(row)
+    delta, _ = error_model.deviations(obs.group[sel], int(obs.group.max()) + 1, scaled_i[sel], scaled_v[sel])
+    delta = np.sort(delta[np.isfinite(delta)])
+    npp = {}
+    if len(delta):
+        pick = np.unique(np.linspace(0, len(delta) - 1, min(len(delta), 1000)).astype(int))
+        expected = ndtri((pick + 0.5) / len(delta))
+        npp = {"expected": expected, "observed": delta[pick], "sd": float(np.std(delta)), "n": int(len(delta))}
+    summary = {
+        "n_datasets": len(kept), "n_observations": int(len(sel)), "n_outliers": int(outlier.sum()),
+        "space_group": space_group.xhm(), "unit_cell": cell, "anomalous": params.anomalous,
+        "intensity_choice": params.intensity_choice,
+        "intensities_used": "summation" if imid is None else ("profile" if imid == 0 else f"combined, Imid {imid:g}"),
+        "combination": combination, "error_model": em, "cycles": cycles,
+        "minimiser": "Levenberg–Marquardt, full normal matrix per data set",
+        "reference": reference.path if reference is not None else None,
+        "n_fixed": sum(1 for m in models.values() if m.fixed),
+        "rows_left_out": dropped, "excluded": [{"id": k, "identifier": experiments[k].identifier, "reason": r}
+                                               for k, r in sorted(excluded.items())],
+        "datasets": datasets, "normal_probability": npp, "merging_statistics": stats,
+        "d_min": stats.get("d_min"), "d_max": stats.get("d_max"),
+    }
+    if progress:
+        progress(1.0, "scaled")
+    return out_expts, out, json_ready(summary)
+
+
+def _no_absorption(model, obs, a, b):
+    """g without its absorption factor (for the absorption range)."""
+    basis = model.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b])
+    c, decay, _ = model.components(basis)
+    return c * decay
+
+
+__all__ = ["ScaleParams", "combine", "median_cell", "run_scale"]
