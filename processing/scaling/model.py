@@ -39,16 +39,18 @@ class PhysicalModel:
         terms the observations cannot support (fewer than 10 per parameter) are left out."""
         lo, hi = angle_range
         width = hi - lo
-        n_s = smoother.n_parameters(width, params.scale_interval) if params.scale_correction else 1
-        n_d = smoother.n_parameters(width, params.decay_interval) if params.decay_correction else 0
-        lmax = params.lmax if params.absorption_correction else 0
+        scale_interval, decay_interval = params.intervals(width)
+        n_s = smoother.n_parameters(width, scale_interval) if params.scale_correction else 1
+        n_d = smoother.n_parameters(width, decay_interval) if params.decay_correction else 0
+        lmax, surface_weight = params.absorption(width)
         while lmax > 0 and n_obs < 10 * (n_s + n_d + harmonics.n_terms(lmax)):
             lmax -= 1
         if n_obs < 10 * (n_s + n_d):
             n_s, n_d = 1, (1 if params.decay_correction and n_obs >= 30 else 0)
         return cls(smoother.positions(lo, hi, n_s) if n_s > 1 else np.array([0.5 * (lo + hi)]),
                    smoother.positions(lo, hi, n_d) if n_d > 1 else np.array([0.5 * (lo + hi)])[:n_d],
-                   lmax, np.ones(n_s), np.zeros(n_d), np.zeros(harmonics.n_terms(lmax) if lmax else 0))
+                   lmax, np.ones(n_s), np.zeros(n_d), np.zeros(harmonics.n_terms(lmax) if lmax else 0),
+                   extra={"surface_weight": surface_weight})
 
     @property
     def parameters(self) -> np.ndarray:
@@ -91,7 +93,9 @@ class PhysicalModel:
         return g, np.hstack(parts)
 
     def restraint(self, decay_weight: float, surface_weight: float) -> np.ndarray:
-        """Diagonal weights of the restraints towards zero (none on the scale term)."""
+        """Diagonal weights of the restraints towards zero (none on the scale term); the
+        model's own surface weight (``absorption_level``) wins over ``surface_weight``."""
+        surface_weight = self.extra.get("surface_weight", surface_weight)
         return np.concatenate([np.zeros(len(self.scale)), np.full(len(self.decay), decay_weight),
                                np.full(len(self.absorption), surface_weight)])
 

@@ -15,17 +15,24 @@ class ScaleParams(StageParams):
                        choices=("physical",))
     scale_correction: bool = param(True, "refine a scale term smooth in rotation",
                                    aliases="physical.scale_correction")
-    scale_interval: float = param(15.0, "rotation (deg) between the scale term's parameters",
-                                  gt=0, aliases="physical.scale_interval")
+    scale_interval: float | None = param(None, "rotation (deg) between the scale term's parameters; auto: "
+                                               "1, 2, 4, 8 or 15 by the sweep's range (< 5, 10, 25, 90°), as DIALS",
+                                         gt=0, aliases="physical.scale_interval")
     decay_correction: bool = param(True, "refine a relative B (decay) term smooth in rotation",
                                    aliases="physical.decay_correction")
-    decay_interval: float = param(20.0, "rotation (deg) between the decay term's parameters",
-                                  gt=0, aliases="physical.decay_interval")
+    decay_interval: float | None = param(None, "rotation (deg) between the decay term's parameters; auto: "
+                                               "1.5, 3, 5, 10 or 20 by the sweep's range, as DIALS",
+                                         gt=0, aliases="physical.decay_interval")
     decay_restraint: float = param(0.1, "weight restraining the relative B values to zero", ge=0,
                                    aliases="physical.decay_restraint")
-    absorption_correction: bool = param(True, "refine an absorption surface (spherical harmonics of the "
-                                              "beam's paths in the crystal frame)",
-                                        aliases="physical.absorption_correction")
+    absorption_correction: bool | None = param(None, "refine an absorption surface (spherical harmonics of "
+                                                     "the beam's paths in the crystal frame); auto: for sweeps "
+                                                     "of more than 60°, as DIALS",
+                                               aliases="physical.absorption_correction")
+    absorption_level: str | None = param(None, "expected relative absorption: low (lmax 4, surface_weight "
+                                               "5e5), medium (6, 5e4), high (6, 5e3); sets lmax and "
+                                               "surface_weight and switches the correction on",
+                                         choices=("low", "medium", "high"), aliases="physical.absorption_level")
     lmax: int = param(4, "highest order of the absorption surface's spherical harmonics", ge=1, le=6,
                       aliases="physical.lmax")
     surface_weight: float = param(5e5, "weight restraining the absorption coefficients to zero", ge=0,
@@ -60,6 +67,20 @@ class ScaleParams(StageParams):
                                    aliases="output.merging.nbins")
     nproc: int = param(1, "processes (accepted as DIALS; the work is vectorised in one process)", ge=1)
     seed: int = param(0, "seed of the random half-data-set split (CC½ random half)", ge=0)
+
+    def intervals(self, angle_range: float) -> tuple[float, float]:
+        """(scale, decay) intervals (deg) for a sweep of ``angle_range`` degrees."""
+        width = abs(angle_range)
+        auto = next(v for limit, v in ((5, (1.0, 1.5)), (10, (2.0, 3.0)), (25, (4.0, 5.0)), (90, (8.0, 10.0)),
+                                       (float("inf"), (15.0, 20.0))) if width < limit)
+        return (self.scale_interval or auto[0], self.decay_interval or auto[1])
+
+    def absorption(self, angle_range: float) -> tuple[int, float]:
+        """(lmax, surface_weight) of the absorption surface, lmax 0 when it is off."""
+        if self.absorption_level:
+            return {"low": (4, 5e5), "medium": (6, 5e4), "high": (6, 5e3)}[self.absorption_level]
+        on = abs(angle_range) > 60 if self.absorption_correction is None else self.absorption_correction
+        return (self.lmax, self.surface_weight) if on else (0, self.surface_weight)
 
     def __post_init__(self):
         if self.d_min is not None and self.d_max is not None and self.d_min >= self.d_max:

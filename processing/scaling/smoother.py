@@ -3,8 +3,6 @@ in between a normalised Gaussian-weighted mean of the nearest parameters (as DIA
 GaussianSmoother for the physical model's scale and decay terms)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 #: Gaussian width in units of the parameter spacing, and the reach in spacings
@@ -13,14 +11,16 @@ REACH = 1.5
 
 
 def n_parameters(angle_range: float, interval: float) -> int:
-    """How many parameters span ``angle_range`` (deg) at ``interval`` (deg) spacing (≥ 2;
-    ranges of one or two intervals get 2 and 3 parameters, longer ones one more on each side)."""
-    n_intervals = max(int(math.ceil(abs(angle_range) / (interval + 1e-6))), 1)
-    if n_intervals == 1:
+    """How many parameters span ``angle_range`` (deg) at ``interval`` (deg) spacing, as
+    dials.scale counts them: 2 within one interval, 3 within two, otherwise one per
+    interval (at least 3) and one more beyond each end."""
+    width = abs(angle_range)
+    interval += 1e-5
+    if width <= interval:
         return 2
-    if n_intervals == 2:
+    if width < 2 * interval:
         return 3
-    return n_intervals + 2
+    return max(int(width / interval) + 1, 3) + 2
 
 
 def positions(lo: float, hi: float, n: int) -> np.ndarray:
