@@ -35,6 +35,15 @@ def _screw_axes(summary: dict) -> str:
                       psql_table(["Space group", "Score", ""], groups)])
 
 
+def _resolution(summary: dict, params) -> list[str]:
+    res = summary.get("resolution") or {}
+    if res.get("d_min_given") is not None or "d_min_cc_half" not in res:
+        return []
+    return [f"Automatic d_min: ⟨I⟩/⟨σ⟩ < {params.min_i_mean_over_sigma_mean:g} from "
+            f"{num(res.get('d_min_i_mean_over_sigma_mean'), '.2f')} Å, CC½ < {params.min_cc_half:g} from "
+            f"{num(res.get('d_min_cc_half'), '.2f')} Å (— : never)", ""]
+
+
 def report(summary: dict, experiments, reflections, params) -> str:
     best = summary["best"]
     cell = ", ".join(f"{v:.4f}".rstrip("0").rstrip(".") for v in best["unit_cell"])
@@ -44,7 +53,7 @@ def report(summary: dict, experiments, reflections, params) -> str:
     embedding = f"embedding in {summary['dimensions']} dimensions; " if summary.get("dimensions") else ""
     out = [f"Lattice group: {summary['lattice_group']} ({summary['n_operations']} operations); "
            f"{embedding}d_min {num(summary['d_min'])} Å", "",
-           _operators(summary), "", _subgroups(summary), "",
+           *_resolution(summary, params), _operators(summary), "", _subgroups(summary), "",
            f"Best solution: {best['patterson_group']}", f"Space group: {best['space_group']}",
            f"Unit cell: ({cell})", f"Reindex operator: {best['reindex_operator']}",
            f"Laue group probability: {best['probability']:.3f}",

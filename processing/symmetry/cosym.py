@@ -52,19 +52,54 @@ def _transforms(experiments: ExperimentList) -> tuple[list[np.ndarray], list[np.
     return Ts, bases
 
 
-def _auto_d_min(datasets, threshold: float) -> float | None:
+def _shells(d: np.ndarray, n: int = 20) -> list[np.ndarray]:
+    """Row positions in ``n`` shells of equal counts, low to high resolution."""
+    return np.array_split(np.argsort(-d, kind="stable"), n)
+
+
+def _d_min_i_over_sigma(datasets, threshold: float) -> float | None:
     """The d where ⟨I⟩/⟨σ⟩ of all data sets' reflections, in 20 shells, first falls below
     ``threshold`` (None: it never does)."""
     d = np.concatenate([ds.d for ds in datasets])
-    if len(d) < 40:
-        return None
     i = np.concatenate([ds.extra["intensity"] for ds in datasets])
     s = np.concatenate([ds.extra["sigma"] for ds in datasets])
-    order = np.argsort(-d)  # low to high resolution
-    for chunk in np.array_split(order, 20):
+    for chunk in _shells(d):
         if np.mean(i[chunk]) / np.mean(s[chunk]) < threshold:
             return float(d[chunk].max())
     return None
+
+
+def _d_min_cc_half(datasets, threshold: float, ops: np.ndarray) -> tuple[float | None, list]:
+    """The d where the σ-τ CC½ of the data sets' E² first falls below ``threshold`` in 20
+    shells, and the shells' (d_min, CC½). Each data set's reflection is one observation;
+    reflections are grouped by the lattice group ``ops`` (reduced basis, Friedel mates
+    together), since the data sets are not yet in one setting."""
+    from ..merging.statistics import cc_half_sigma_tau
+    from ..scaling.data import reflection_keys
+
+    d = np.concatenate([ds.d for ds in datasets])
+    e2 = np.concatenate([ds.e2 for ds in datasets])
+    W = np.asarray(ops, dtype=np.int64).transpose(0, 2, 1)
+    keys = reflection_keys(np.concatenate([ds.hkl for ds in datasets]), np.concatenate([W, -W]))
+    found, shells = None, []
+    for chunk in _shells(d):
+        cc = cc_half_sigma_tau(keys[chunk], e2[chunk])
+        shells.append({"d_min": float(d[chunk].min()), "cc_half": cc})
+        if found is None and cc is not None and cc < threshold:
+            found = float(d[chunk].max())
+    return found, shells
+
+
+def _auto_d_min(datasets, params, ops) -> tuple[float | None, dict]:
+    """dials.cosym's automatic d_min: where both ⟨I⟩/⟨σ⟩ < ``min_i_mean_over_sigma_mean``
+    and CC½ < ``min_cc_half`` hold, the higher resolution of the two (None: one of them
+    never falls below its limit, and all data are used)."""
+    if sum(len(ds.d) for ds in datasets) < 40:
+        return None, {}
+    d_isig = _d_min_i_over_sigma(datasets, params.min_i_mean_over_sigma_mean)
+    d_cc, shells = _d_min_cc_half(datasets, params.min_cc_half, ops)
+    d_min = None if d_isig is None or d_cc is None else min(d_isig, d_cc)
+    return d_min, {"d_min_i_mean_over_sigma_mean": d_isig, "d_min_cc_half": d_cc, "cc_half_shells": shells}
 
 
 def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, progress=None, reference=None):
@@ -120,8 +155,10 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     R_avg = average_reduced_basis([bases[ds.index] for ds in datasets], ops)
     table = composition_table(ops)
     d_min = params.d_min
+    resolution = {"d_min_given": d_min}
     if d_min is None:
-        d_min = _auto_d_min(datasets, params.min_i_mean_over_sigma_mean)
+        d_min, found = _auto_d_min(datasets, params, ops)
+        resolution.update(found)
         if d_min is not None:
             datasets = [ds.cut(d_min) for ds in datasets]
     cc, nn = pairwise_correlations(datasets, ops)
@@ -144,6 +181,7 @@ def run_cosym(experiments: ExperimentList, reflections, params: CosymParams, pro
     out = _finish(experiments, reflections, params, datasets, excluded, ops, table, R_avg, result, Ts, d_min,
                   reference)
     out[2]["stability"] = stability(cc, weights, ops, table, params, result, datasets, out[2])
+    out[2]["resolution"] = resolution
     return out
 
 

@@ -15,11 +15,12 @@ class CosymParams(StageParams):
                                             "P 4/m m m); None: the highest the cells allow")
     reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) whose indexing the output follows, where "
                                         "the Laue group allows more than one")
-    lattice_group: str | None = param(None, "the lattice group (a space group symbol); None: from the cells")
-    d_min: float | None = param(None, "high-resolution limit (Å); None: from min_i_mean_over_sigma_mean", gt=0)
+    d_min: float | None = param(None, "high-resolution limit (Å); None: where both min_i_mean_over_sigma_mean "
+                                      "and min_cc_half fail (the higher resolution of the two)", gt=0)
     min_i_mean_over_sigma_mean: float = param(
         4.0, "automatic d_min: the resolution where the shells' ⟨I⟩/⟨σ⟩ falls below this", ge=0)
-    min_cc_half: float = param(0.6, "(reported) CC½ of the data sets' reflections in the reduced setting", ge=-1, le=1)
+    min_cc_half: float = param(0.6, "automatic d_min: the resolution where the shells' CC½ (σ-τ, all data sets' "
+                                    "reflections in the reduced setting) falls below this", ge=-1, le=1)
     dimensions: int | None = param(None, "dimensions of the embedding; None: chosen from the functional's elbow",
                                    ge=2, le=10)
     min_pairs: int = param(3, "fewest reflections two data sets must share for their correlation to count", ge=3)
