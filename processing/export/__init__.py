@@ -27,6 +27,7 @@ def run_export(experiments, reflections, params: ExportParams, progress=None):
     per = np.bincount(table["id"].astype(np.int64), minlength=len(experiments))
     summary = {"n_observations": int(ok.sum()), "n_datasets": int((per > 0).sum()), "space_group": sg.xhm(),
                "unit_cell": list(cell), "observations_per_dataset": per.tolist(),
+               "identifiers": [e.identifier for e in experiments],
                "project_name": params.project_name, "crystal_name": params.crystal_name}
     return experiments, table, summary
 

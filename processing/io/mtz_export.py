@@ -138,20 +138,7 @@ def write_merged_mtz(path, merged: MergedIntensities, *, project: str = "xtal", 
     if len(cell) != 6 or not all(math.isfinite(x) and x > 0 for x in cell):
         raise XtalError(f"invalid unit cell {merged.cell}")
 
-    columns: list[tuple[str, str, np.ndarray]] = [
-        ("IMEAN", "J", merged.imean), ("SIGIMEAN", "Q", merged.sigimean), ("N", "I", merged.n_obs)]
-    f = None if merged.f is None else np.asarray(merged.f, dtype=float)
-    has_f = f is not None and bool(np.isfinite(f).any())
-    if has_f:
-        columns += [("F", "F", merged.f), ("SIGF", "Q", merged.sigf)]
-    if merged.anomalous:
-        columns += [("I(+)", "K", merged.i_plus), ("SIGI(+)", "M", merged.sig_i_plus),
-                    ("I(-)", "K", merged.i_minus), ("SIGI(-)", "M", merged.sig_i_minus),
-                    ("N(+)", "I", merged.n_plus), ("N(-)", "I", merged.n_minus)]
-        if has_f:
-            columns += [("F(+)", "G", merged.f_plus), ("SIGF(+)", "L", merged.sigf_plus),
-                        ("F(-)", "G", merged.f_minus), ("SIGF(-)", "L", merged.sigf_minus),
-                        ("DANO", "D", merged.dano), ("SIGDANO", "Q", merged.sigdano)]
+    columns = merged.columns()
 
     data = np.empty((n, 3 + len(columns)), dtype=np.float32)
     data[:, :3] = hkl

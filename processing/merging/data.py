@@ -53,5 +53,23 @@ class MergedIntensities:
     def __len__(self) -> int:
         return len(self.hkl)
 
+    def columns(self) -> list[tuple[str, str, np.ndarray]]:
+        """(label, MTZ type, values) in dials.merge's order: IMEAN SIGIMEAN N, F SIGF (when
+        there are amplitudes), and for anomalous data I(±) SIGI(±) N(±), F(±) SIGF(±) DANO
+        SIGDANO."""
+        has_f = self.f is not None and bool(np.isfinite(np.asarray(self.f, dtype=float)).any())
+        out = [("IMEAN", "J", self.imean), ("SIGIMEAN", "Q", self.sigimean), ("N", "I", self.n_obs)]
+        if has_f:
+            out += [("F", "F", self.f), ("SIGF", "Q", self.sigf)]
+        if self.anomalous:
+            out += [("I(+)", "K", self.i_plus), ("SIGI(+)", "M", self.sig_i_plus),
+                    ("I(-)", "K", self.i_minus), ("SIGI(-)", "M", self.sig_i_minus),
+                    ("N(+)", "I", self.n_plus), ("N(-)", "I", self.n_minus)]
+            if has_f:
+                out += [("F(+)", "G", self.f_plus), ("SIGF(+)", "L", self.sigf_plus),
+                        ("F(-)", "G", self.f_minus), ("SIGF(-)", "L", self.sigf_minus),
+                        ("DANO", "D", self.dano), ("SIGDANO", "Q", self.sigdano)]
+        return out
+
 
 __all__ = ["MergedIntensities"]

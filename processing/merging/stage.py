@@ -56,12 +56,10 @@ def run_merge(experiments, reflections, params: MergeParams, progress=None):
     merged = merge_intensities(hkl, value, var, sg, cell, wavelength, anomalous=params.anomalous)
     stats = merging_statistics(hkl, value, var, sg, cell, anomalous=params.anomalous, d_min=params.d_min,
                                d_max=params.d_max, n_bins=params.n_resolution_bins, seed=params.seed)
-    columns = ["IMEAN", "SIGIMEAN"] + (["I(+)", "SIGI(+)", "I(-)", "SIGI(-)"] if params.anomalous else []) \
-        + (["F", "SIGF"] + (["F(+)", "SIGF(+)", "F(-)", "SIGF(-)", "DANO", "SIGDANO"] if params.anomalous else [])
-           if params.truncate else []) + ["N"]
     if not params.truncate:
         for name in ("f", "sigf", "f_plus", "sigf_plus", "f_minus", "sigf_minus", "dano", "sigdano"):
             setattr(merged, name, np.full(len(merged), np.nan))
+    columns = [label for label, _, _ in merged.columns()]
     summary = {"n_observations": int(len(value)), "n_unique": int(len(merged)), "space_group": sg.xhm(),
                "unit_cell": list(cell), "wavelength": wavelength, "anomalous": params.anomalous,
                "truncate": params.truncate, "columns": columns,

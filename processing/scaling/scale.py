@@ -348,7 +348,7 @@ def _outputs(experiments, table, obs, params, space_group, models, excluded, dro
             row.update({"n_observations": int((active[a:b] & good[a:b]).sum()), "n_outliers": int(outlier[a:b].sum()),
                         "fixed": m.fixed, "n_parameters": int(len(m.parameters)),
                         "mean_inverse_scale": float(np.mean(g[a:b])),
-                        "curves": m.curves(lo, hi), "lmax": m.lmax,
+                        "curves": _curves(m, obs, a, b, lo, hi), "lmax": m.lmax,
                         "absorption_range": [float(np.min(g[a:b] / _no_absorption(m, obs, a, b))),
                                              float(np.max(g[a:b] / _no_absorption(m, obs, a, b)))]
                         if len(m.absorption) else None})
@@ -377,6 +377,20 @@ def _outputs(experiments, table, obs, params, space_group, models, excluded, dro
     if progress:
         progress(1.0, "scaled")
     return out_expts, out, json_ready(summary)
+
+
+def _curves(model, obs, a, b, lo, hi, n=50):
+    """Scale term and relative B against rotation and, with an absorption surface, the mean
+    absorption factor of the observations at each angle (NaN where none)."""
+    out = model.curves(lo, hi, n)
+    if len(model.absorption):
+        basis = model.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b])
+        _, _, absorption = model.components(basis)
+        k = np.clip(((obs.phi[a:b] - lo) / max(hi - lo, 1e-9) * n).astype(int), 0, n - 1)
+        counts = np.bincount(k, minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["absorption"] = np.where(counts > 0, np.bincount(k, absorption, n) / counts, np.nan)
+    return out
 
 
 def _no_absorption(model, obs, a, b):
