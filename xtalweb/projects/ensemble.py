@@ -23,6 +23,23 @@ from .permissions import DataPathError
 from .sweep_inputs import StageInputError, ancestor, check_image_paths
 
 
+def sweeps_by_identifier(run: StageRun) -> dict:
+    """``{experiment identifier: sweep index}`` from the nearest run at or above ``run``
+    whose summary lists its experiments by sweep (a per-sweep stage's join)."""
+    seen, todo = set(), [run]
+    while todo:
+        r = todo.pop(0)
+        if r.pk in seen:
+            continue
+        seen.add(r.pk)
+        found = {e.get("identifier"): e.get("sweep") for e in (r.summary or {}).get("experiments") or []
+                 if isinstance(e, dict) and e.get("identifier") and e.get("sweep") is not None}
+        if found:
+            return found
+        todo.extend(r.parents.all())
+    return {}
+
+
 def _inputs(run: StageRun, stage):
     """The experiments and reflections of the run's sweeps, from its stage's input files."""
     from processing.io.expt import read_experiments
@@ -42,7 +59,7 @@ def _inputs(run: StageRun, stage):
     experiments, table = read_experiments(paths[0]), read_reflections(paths[1])
     check_image_paths(experiments)
     wanted = {r.index for r in run.sweep_runs.all()}
-    by_ident = {e.get("identifier"): e.get("sweep") for e in (src.summary or {}).get("experiments") or []}
+    by_ident = sweeps_by_identifier(src)
     keep = [e for e in experiments if by_ident.get(e.identifier, None) in wanted or not by_ident]
     if not keep:
         raise StageInputError("none of the chosen sweeps is in the input run")
@@ -68,8 +85,7 @@ def run_ensemble(stagerun_id: int) -> str | None:
     with RunContext(run) as ctx:
         try:
             from processing.errors import XtalError
-            from processing.io.expt import write_experiments
-            from processing.io.refl import write_reflections
+            from processing.io.outputs import write_output
 
             from .per_sweep import params_of
 
@@ -78,10 +94,8 @@ def run_ensemble(stagerun_id: int) -> str | None:
             ctx.info("%s: %d data set(s), %d reflections", stage.title, len(experiments), len(table))
             out_e, out_r, summary = stage.execute(experiments, table, params, progress=ctx.progress)
             out_dir = new_output_dir(run.project.work_dir, run.stage)
-            if stage.experiments_output:
-                write_experiments(os.path.join(out_dir, stage.experiments_output), out_e)
-            if stage.reflections_output:
-                write_reflections(os.path.join(out_dir, stage.reflections_output), out_r)
+            for name in stage.outputs:
+                write_output(os.path.join(out_dir, name), out_e, out_r, params=params)
             ctx.info("Wrote %s into %s", ", ".join(stage.outputs), out_dir)
             left_out = {sweep_of.get(x.get("identifier")): x.get("reason", "") for x in summary.get("excluded") or []}
             with transaction.atomic():

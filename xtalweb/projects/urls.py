@@ -2,7 +2,7 @@ from django.urls import path
 
 from xtalweb.reports import views as report_views
 
-from . import views
+from . import downloads, views
 
 urlpatterns = [
     path("", views.project_list, name="project_list"),
@@ -12,6 +12,8 @@ urlpatterns = [
     path("<int:pk>/runs/new/<slug:stage>/", views.stagerun_new, name="stagerun_new"),
     path("<int:pk>/runs/<int:run_id>/retry", views.stagerun_retry, name="stagerun_retry"),
     path("<int:pk>/runs/<int:run_id>/log", views.stagerun_log, name="stagerun_log"),
+    path("<int:pk>/runs/<int:run_id>/files/<str:name>", downloads.stagerun_file, name="stagerun_file"),
+    path("<int:pk>/runs/<int:run_id>/drop", views.scale_drop, name="scale_drop"),
     path("<int:pk>/runs/<int:run_id>/", report_views.stagerun_report, name="stagerun_report"),
     path("<int:pk>/runs/<int:run_id>/report.json", report_views.stagerun_report_json, name="stagerun_report_json"),
 ]

@@ -102,11 +102,16 @@ def _stage_forms(project, bound: StageRunForm | None = None) -> list[dict]:
 
 
 def _render_project(request, project, bound: StageRunForm | None = None, status: int = 200):
+    from .downloads import DOWNLOAD_STAGES, downloads_of
+
+    files = [{"run": r, "files": downloads_of(r)}
+             for r in project.runs.filter(stage__in=DOWNLOAD_STAGES, status__in=StageRun.USABLE).order_by("-id")]
     return render(
         request,
         "projects/project_detail.html",
         {"project": project, "sweeps": project.sweeps.all(),
          "runs": project.runs.prefetch_related("sweep_runs", "parents"),
+         "downloads": [f for f in files if f["files"]],
          "stage_forms": _stage_forms(project, bound)},
         status=status,
     )
@@ -154,6 +159,54 @@ def stagerun_retry(request, pk: int, run_id: int):
     else:
         messages.success(request, f"Retrying {len(names)} failed sweep(s) of run #{run_id}: {', '.join(names)}.")
     return redirect(f"{project.get_absolute_url()}#run-{run_id}")
+
+
+@login_required
+@require_http_methods(["POST"])
+def scale_drop(request, pk: int, run_id: int):
+    """"Scale again without these": a new scale run from the same cosym run, on the same
+    sweeps, with the ticked data sets (ids as in the scale run's input, i.e. its
+    summary's ``datasets[i]["id"]``) added to ``exclude_datasets``. The earlier run and
+    its folder are left as they are."""
+    import dataclasses
+
+    from .per_sweep import params_of
+
+    project = get_project_for_user(request, pk)
+    run = get_object_or_404(StageRun, pk=run_id, project=project, stage="scale")
+    back = redirect(run.get_report_url())
+    if run.status not in StageRun.USABLE:
+        messages.error(request, f"Run #{run.pk} is {run.status}: only a finished scale run's data sets can be dropped.")
+        return back
+    datasets = (run.summary or {}).get("datasets") or []
+    scaled = {int(d["id"]) for d in datasets if "excluded" not in d and d.get("id") is not None}
+    try:
+        chosen = {int(v) for v in request.POST.getlist("exclude_datasets")}
+    except (TypeError, ValueError):
+        chosen = None
+    if not chosen or not chosen <= scaled:
+        messages.error(request, "Tick the data sets to leave out (data sets of this run that were scaled).")
+        return back
+    if chosen == scaled:
+        messages.error(request, "Every data set would be left out: keep at least one.")
+        return back
+    parent = run.parents.filter(stage=registry()["scale"].previous, status__in=StageRun.USABLE).first()
+    if parent is None:
+        messages.error(request, f"The input run of run #{run.pk} is gone or not usable: start a new scale run "
+                                "from the project page.")
+        return back
+    old = params_of(run)
+    excluded = tuple(sorted(set(old.exclude_datasets) | chosen))
+    params = dataclasses.replace(old, exclude_datasets=excluded)
+    sweeps = [{"index": r.index, "name": r.name} for r in run.sweep_runs.order_by("index")]
+    with transaction.atomic():
+        new = runs.create_run(project, "scale", parameters=params_json(params), parents=[parent], sweeps=sweeps)
+        new_id = new.pk
+        transaction.on_commit(lambda: runs.dispatch_run(new_id))
+    messages.success(request, f"Queued scale (run #{new_id}) from run #{parent.pk} without data set"
+                              f"{'s' if len(chosen) > 1 else ''} {', '.join(map(str, sorted(chosen)))} "
+                              f"(exclude_datasets={','.join(map(str, excluded))}); run #{run.pk} is kept.")
+    return redirect(f"{project.get_absolute_url()}#run-{new_id}")
 
 
 @login_required
