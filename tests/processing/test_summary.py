@@ -160,8 +160,20 @@ def test_every_stage_summary_is_strict_json_on_degenerate_input(tiny):
     ens_r["intensity.sum.value"] = w
     keep = np.ones(len(ens_r), bool)
     keep[np.nonzero(ids == 4)[0][3:]] = False
-    _, _, cases["cosym"] = _raw("cosym", ens_e, ens_r.select(keep))
+    sym_e, sym_r, cases["cosym"] = _raw("cosym", ens_e, ens_r.select(keep))
     assert {x["id"] for x in cases["cosym"]["excluded"]} == {3, 4}
+    # scale: one of the three placed data sets has NaN intensities only → left out by name
+    bad = sym_r["id"] == 2
+    for name in ("intensity.prf.value", "intensity.sum.value"):
+        v = sym_r[name].copy()
+        v[bad] = np.nan
+        sym_r[name] = v
+    sc_e, sc_r, cases["scale"] = _raw("scale", sym_e, sym_r)
+    assert [x["id"] for x in cases["scale"]["excluded"]] == [2]
+    # merge: a d_min beyond the data leaves the outer shells empty; export: the scaled rows
+    _, _, cases["merge"] = _raw("merge", sc_e, sc_r, d_min=1.0)
+    assert cases["merge"]["merging_statistics"]["shells"][-1]["n_obs"] == 0
+    _, _, cases["export"] = _raw("export", sc_e, sc_r)
     one = ens_r.select(np.nonzero(ids == 0)[0][:30])
     _, _, cases["symmetry"] = _raw("symmetry", ExperimentList([ens_e[0]]), one)
     assert set(cases) == set(STAGES), "every stage of the registry needs a degenerate case here"
