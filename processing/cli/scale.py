@@ -76,7 +76,22 @@ def report(summary: dict, experiments, reflections, params) -> str:
     out.append(f"Using median unit cell across experiments : ({cell}); space group {summary['space_group']}")
     out.append("")
     out += format_merging_table(summary["merging_statistics"])
+    out.append(resolution_suggestion(summary.get("resolution_estimate")))
     return "\n".join(out)
+
+
+def resolution_suggestion(estimate: dict | None) -> str:
+    """"Resolution limit suggested from CC½ fit (limit CC½=0.3): 1.52 ± 0.03 Å"."""
+    cc = (estimate or {}).get("criteria", {}).get("cc_half") or {}
+    head = f"Resolution limit suggested from CC½ fit (limit CC½={cc.get('limit', 0.3):g}): "
+    if cc.get("d_min") is None:
+        edge = (estimate or {}).get("data_d_min")
+        why = (f"none, CC½ stays above the limit to the data's edge ({edge:.2f} Å)"
+               if cc.get("status") == "never_reached" and edge is not None else f"none ({cc.get('message', 'no fit')})")
+        return head + why
+    err = cc.get("d_min_error")
+    pm = "" if err is None else (f" ± {err:.2f}" if err >= 0.005 else f" ± {err:.3f}")
+    return head + f"{cc['d_min']:.2f}{pm} Å"
 
 
 COMMAND = Command("scale", "xtal scale symmetrized.expt symmetrized.refl [more .expt .refl …] [key=value …]",

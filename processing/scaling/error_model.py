@@ -4,7 +4,8 @@ observation's reflection, refined so that the normalised deviations
     δ_hl = sqrt((n_h − 1)/n_h) · (I_hl − Ĩ_h) / σ'_hl        (scaled units)
 
 have variance 1 at every intensity: (a, b) minimise Σ_bins n_bin (1 − var_bin δ)² over
-bins of equal counts in Ĩ_h. Reflections with fewer than 2 observations do not count;
+bins of equal counts in Ĩ_h, var_bin the robust variance (1.4826 · median absolute
+deviation)², so that outliers do not widen σ'. Reflections with fewer than 2 observations do not count;
 fewer than 250 deviations (DIALS's minimum) leave σ as it is."""
 from __future__ import annotations
 
@@ -47,12 +48,20 @@ def refine_error_model(group, n_groups, intensity, variance) -> dict:
     nb = np.bincount(bins, minlength=N_BINS)
     shrink = np.sqrt((n[g] - 1) / n[g])
 
+    by_bin = np.argsort(bins, kind="stable")
+    edges = np.searchsorted(bins[by_bin], np.arange(N_BINS + 1))
+
     def variances(x):
+        """Robust variance of δ per bin, (1.4826 · MAD)², so that outliers not yet
+        rejected do not inflate σ' (and the rejection then misses them)."""
         a, b = x
-        d = shrink * (i - m) / np.sqrt(a * a * (v + (b * m) ** 2))
-        d = np.clip(d, -6, 6)
-        mean_d = np.bincount(bins, d, N_BINS) / np.maximum(nb, 1)
-        return np.bincount(bins, d * d, N_BINS) / np.maximum(nb, 1) - mean_d ** 2
+        d = (shrink * (i - m) / np.sqrt(a * a * (v + (b * m) ** 2)))[by_bin]
+        out = np.ones(N_BINS)
+        for k in range(N_BINS):
+            chunk = d[edges[k]:edges[k + 1]]
+            if len(chunk) > 1:
+                out[k] = (1.4826 * np.median(np.abs(chunk - np.median(chunk)))) ** 2
+        return out
 
     def residuals(x):
         return np.sqrt(nb) * (1.0 - variances(x))

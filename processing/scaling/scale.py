@@ -272,7 +272,8 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
         if params.error_model == "basic":
             target = scaler.target(intensity, variance, active)
             means = target[obs.group]
-            ok = active & np.isfinite(means)
+            # every valid observation, earlier outliers too: the robust fit is not swayed by them
+            ok = np.isfinite(intensity) & (variance > 0) & np.isfinite(means)
             em = error_model.refine_error_model(obs.group[ok], scaler.n_groups, intensity[ok] / scaler.g[ok],
                                                 variance[ok] / scaler.g[ok] ** 2)
             scaled_mean = np.where(np.isfinite(means), means, intensity / scaler.g)
@@ -353,6 +354,11 @@ def _outputs(experiments, table, obs, params, space_group, models, excluded, dro
                                              float(np.max(g[a:b] / _no_absorption(m, obs, a, b)))]
                         if len(m.absorption) else None})
         datasets.append(row)
+    # the CC½ resolution estimate of the scaled data (dials.estimate_resolution), shells left out
+    from ..merging.resolution import estimate_resolution
+
+    estimate = estimate_resolution(table["miller_index"][obs.row[sel]], scaled_i[sel], scaled_v[sel], space_group, cell)
+    estimate.pop("shells", None)
     delta, _ = error_model.deviations(obs.group[sel], int(obs.group.max()) + 1, scaled_i[sel], scaled_v[sel])
     delta = np.sort(delta[np.isfinite(delta)])
     npp = {}
@@ -372,7 +378,7 @@ def _outputs(experiments, table, obs, params, space_group, models, excluded, dro
         "rows_left_out": dropped, "excluded": [{"id": k, "identifier": experiments[k].identifier, "reason": r}
                                                for k, r in sorted(excluded.items())],
         "datasets": datasets, "normal_probability": npp, "merging_statistics": stats,
-        "d_min": stats.get("d_min"), "d_max": stats.get("d_max"),
+        "d_min": stats.get("d_min"), "d_max": stats.get("d_max"), "resolution_estimate": estimate,
     }
     if progress:
         progress(1.0, "scaled")
