@@ -200,3 +200,29 @@ def test_lattice_group_restricts_the_search(p41):
     assert s["best"]["patterson_group"] == "P 1 2/m 1"
     with pytest.raises(Exception, match="does not fit the data sets' lattice"):
         run_cosym(experiments, table, CosymParams(lattice_group="I m -3 m"))
+
+
+def test_three_bad_data_sets_among_1000_are_left_out_by_name(tmp_path_factory):
+    """1,000 P 41 data sets (4 Å, a thousand reflections each): one of NaN intensities, one
+    of three reflections, one sharing no reflection with any other — each reported by name
+    with its reason; the 997 others analysed and all put in one setting."""
+    experiments, t, truth = simulate(tmp_path_factory, "p41_1000", space_group="P 41",
+                                     unit_cell=(60, 60, 100, 90, 90, 90), n_crystals=1000, d_edge=4.0, **QUIET)
+    ids = t["id"]
+    for col in ("intensity.prf.value", "intensity.sum.value"):
+        v = t[col].copy()
+        v[ids == 3] = np.nan
+        t[col] = v
+    keep = np.ones(len(t), bool)
+    keep[np.nonzero(ids == 500)[0][3:]] = False
+    hkl = t["miller_index"].copy()
+    hkl[ids == 997] += 400
+    t["miller_index"] = hkl
+    out_e, _, s = run_cosym(experiments, t.select(keep), CosymParams(stability="false"))
+    reasons = {x["id"]: x["reason"] for x in s["excluded"]}
+    assert set(reasons) == {3, 500, 997}
+    assert reasons[3].startswith("only 0 usable") and reasons[500].startswith("only 3 usable")
+    assert "shares fewer than 3 reflections" in reasons[997]
+    assert {x["identifier"] for x in s["excluded"]} == {experiments[i].identifier for i in (3, 500, 997)}
+    assert len(out_e) == 997 and s["best"]["patterson_group"] == "P 4/m"
+    assert_consistent(truth_ops(truth), s["datasets"], "P 4")
