@@ -84,7 +84,7 @@ def cc_to_truth(expt_path: str, refl_path: str, truth_mtz: str) -> dict:
         found = tk[order][pos] == mk
         cc = float(np.corrcoef(merged.imean[found], data[order[pos[found]], 3])[0, 1])
         if best is None or cc > best["cc_to_truth"]:
-            best = {"cc_to_truth": round(cc, 4), "n_unique": int(found.sum()), "n_datasets": len(experiments),
+            best = {"cc_to_truth": round(cc, 5), "n_unique": int(found.sum()), "n_datasets": len(experiments),
                     "n_observations": int(ok.sum())}
     return best
 

@@ -26,7 +26,10 @@ from .symmetry import CosymParams, run_cosym, run_symmetry
 from .scaling import ScaleParams, run_scale
 from .merging.params import MergeParams
 from .merging.stage import run_merge
+from .merging.resolution_stage import EstimateResolutionParams, run_estimate_resolution
 from .export import ExportParams, run_export
+from .merging.filter_params import DeltaCcHalfParams
+from .merging.filtering import run_compute_delta_cchalf
 
 
 @dataclass(frozen=True)
@@ -196,10 +199,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("merge", "merge", "merge scaled observations: intensities, French–Wilson amplitudes, anomalous "
           "differences (dials.merge)", MergeParams, _with_reflections(run_merge),
           inputs=("scaled.expt", "scaled.refl"), outputs=("merged.mtz",), per_sweep=False, previous="scale"),
+    Stage("estimate_resolution", "estimate resolution", "resolution limits from CC½ (tanh fit, with its "
+          "uncertainty), I/σ, Rmerge and completeness in fine shells (dials.estimate_resolution)",
+          EstimateResolutionParams, _with_reflections(run_estimate_resolution),
+          inputs=("scaled.expt", "scaled.refl"), outputs=(), per_sweep=False, previous="scale"),
     Stage("export", "export", "scaled observations, unmerged, as MTZ (one batch range per data set) and "
           "mmCIF (dials.export)", ExportParams, _with_reflections(run_export),
           inputs=("scaled.expt", "scaled.refl"), outputs=("scaled_unmerged.mtz", "scaled.cif"),
           per_sweep=False, previous="scale"),
+    Stage("compute_delta_cchalf", "ΔCC½ filter", "ΔCC½ per data set or image group, remove those below "
+          "mean − 4σ, rescale, re-estimate d_min (dials.compute_delta_cchalf; xia2.multiplex filtering)",
+          DeltaCcHalfParams, _with_reflections(run_compute_delta_cchalf), inputs=("scaled.expt", "scaled.refl"),
+          outputs=("filtered.expt", "filtered.refl"), per_sweep=False, previous="scale"),
 )}
 
 

@@ -10,9 +10,10 @@ from .params import MergeParams
 from .statistics import merging_statistics
 
 
-def scaled_observations(experiments, reflections, d_min=None, d_max=None):
-    """(hkl, I, σ², d) of the rows scaling kept (flag ``scaled``, not ``bad_for_scaling``),
-    scaled: I = intensity.scale.value / inverse_scale_factor, σ² = variance / g² (as DIALS)."""
+def scaled_rows(reflections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ok, I, σ²)``: the rows scaling kept (flag ``scaled``, not ``bad_for_scaling``, valid
+    values) and every row's scaled intensity I = intensity.scale.value / inverse_scale_factor
+    and variance / g² (as DIALS)."""
     if reflections is None or len(reflections) == 0:
         raise XtalError("no reflections to merge")
     if "intensity.scale.value" not in reflections or "flags" not in reflections:
@@ -24,7 +25,18 @@ def scaled_observations(experiments, reflections, d_min=None, d_max=None):
         value = reflections["intensity.scale.value"] / g
         var = reflections["intensity.scale.variance"] / g ** 2
     ok &= np.isfinite(value) & np.isfinite(var) & (var > 0) & (g > 0)
-    d = reflections["d"]
+    return ok, value, var
+
+
+def scaled_observations(experiments, reflections, d_min=None, d_max=None):
+    """(hkl, I, σ², d) of the rows scaling kept (flag ``scaled``, not ``bad_for_scaling``),
+    scaled: I = intensity.scale.value / inverse_scale_factor, σ² = variance / g² (as DIALS)."""
+    ok, value, var = scaled_rows(reflections)
+    # d in the median cell the data are merged in (as the re-merge and the statistics' shells)
+    from .merge import d_spacing
+
+    _, cell = space_group_and_cell(experiments)
+    d = d_spacing(reflections["miller_index"], cell)
     if d_min is not None:
         ok &= d >= d_min
     if d_max is not None:
@@ -38,11 +50,11 @@ def space_group_and_cell(experiments):
     """The experiments' (one) space group and their median cell."""
     import gemmi
 
-    from ..scaling.scale import _space_group, median_cell
+    from ..scaling.scale import common_space_group, median_cell
 
     if experiments is None or len(experiments) == 0:
         raise XtalError("no experiments")
-    sg = _space_group(experiments)
+    sg = common_space_group(experiments)
     return sg, median_cell(experiments)
 
 
@@ -69,4 +81,4 @@ def run_merge(experiments, reflections, params: MergeParams, progress=None):
     return experiments, merged, summary
 
 
-__all__ = ["MergeParams", "run_merge", "scaled_observations", "space_group_and_cell"]
+__all__ = ["MergeParams", "run_merge", "scaled_observations", "scaled_rows", "space_group_and_cell"]

@@ -38,7 +38,8 @@ MIN_OBSERVATIONS = 10
 IMID_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
-def _space_group(experiments) -> gemmi.SpaceGroup:
+def common_space_group(experiments, advice: str = "run xtal cosym (or symmetry) first") -> gemmi.SpaceGroup:
+    """The one space group of all the experiments' crystals; else a user error with ``advice``."""
     groups = {}
     for e in experiments:
         if e.crystal is None:
@@ -47,7 +48,7 @@ def _space_group(experiments) -> gemmi.SpaceGroup:
         groups.setdefault(sg.xhm() if sg else "?", sg)
     if len(groups) != 1 or None in groups.values():
         raise XtalError("the data sets are not all in one space group (" + ", ".join(sorted(groups))
-                        + "): run xtal cosym (or symmetry) first")
+                        + f"): {advice}")
     return next(iter(groups.values()))
 
 
@@ -93,8 +94,10 @@ class _Scaler:
             elif k in self.fits:
                 self.g[a:b] = self.models[k].value(self.fits[k].basis)
 
-    def restraint(self, model):
-        return model.restraint(self.params.decay_restraint, self.params.surface_weight)
+    def restraint(self, fit):
+        """The restraints' weights of one data set: decay_restraint per observation fitted (so
+        that its pull on B does not fade as a data set grows), surface_weight as it is."""
+        return fit.model.restraint(self.params.decay_restraint * len(fit.use), self.params.surface_weight)
 
     def target(self, intensity, variance, active):
         """Ĩ per group from the active observations (or the reference), NaN for groups
@@ -122,7 +125,7 @@ class _Scaler:
                     continue
                 fit.use = use
                 total += step(fit, intensity[a:b][use], 1.0 / variance[a:b][use], t[use],
-                              self.restraint(fit.model))
+                              self.restraint(fit))
             self.normalise()
             self.update_g()
             n_cycles = cycle + 1
@@ -163,7 +166,7 @@ class _Scaler:
             if len(use) < MIN_OBSERVATIONS:
                 continue
             fit.use = use
-            cov = covariance(fit, intensity[a:b][use], 1.0 / variance[a:b][use], t[use], self.restraint(fit.model))
+            cov = covariance(fit, intensity[a:b][use], 1.0 / variance[a:b][use], t[use], self.restraint(fit))
             fit.model.sigmas = np.sqrt(np.maximum(np.diag(cov), 0))
             _, J = fit.model.jacobian(fit.basis)
             out[a:b] = np.einsum("ij,jk,ik->i", J, cov, J)
@@ -204,7 +207,7 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
     bad = [k for k in params.exclude_datasets if not 0 <= k < n_exp]
     if bad:
         raise XtalError(f"exclude_datasets: no data set {bad[0]} (ids run 0 … {n_exp - 1})", field="exclude_datasets")
-    space_group = _space_group(experiments)
+    space_group = common_space_group(experiments)
     table = reflections
     keep, dropped = select(table, n_exp, params.partiality_cutoff, params.d_min, params.d_max,
                            set(params.exclude_datasets))

@@ -174,6 +174,10 @@ def test_every_stage_summary_is_strict_json_on_degenerate_input(tiny):
     _, _, cases["merge"] = _raw("merge", sc_e, sc_r, d_min=1.0)
     assert cases["merge"]["merging_statistics"]["shells"][-1]["n_obs"] == 0
     _, _, cases["export"] = _raw("export", sc_e, sc_r)
+    # estimate_resolution and ΔCC½ on two data sets (ΔCC½ by image group: one data set per group
+    # would be too few)
+    _, _, cases["estimate_resolution"] = _raw("estimate_resolution", sc_e, sc_r)
+    _, _, cases["compute_delta_cchalf"] = _raw("compute_delta_cchalf", sc_e, sc_r, mode="image_group")
     one = ens_r.select(np.nonzero(ids == 0)[0][:30])
     _, _, cases["symmetry"] = _raw("symmetry", ExperimentList([ens_e[0]]), one)
     assert set(cases) == set(STAGES), "every stage of the registry needs a degenerate case here"

@@ -329,26 +329,7 @@ def test_fate_from_the_import(client, users, indexed_project):
                                                   (indexed_project["find_spots"].pk, idx.pk)]
 
 
-@pytest.fixture
-def logged_browser(tmp_path):
-    """Headless chromium (as test_browser.py's) that keeps the console's messages."""
-    from .test_browser import CHROMEDRIVER, CHROMIUM
-
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1300,1800", f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+from .browser import browser as logged_browser, severe_errors  # noqa: E402,F401  (fixture)
 
 
 def test_steering_pages_in_the_browser(logged_browser, live_server, client, users, dropped, tmp_path):
@@ -358,7 +339,7 @@ def test_steering_pages_in_the_browser(logged_browser, live_server, client, user
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from .test_browser import login
+    from .browser import login
 
     browser = logged_browser
     project, first, second = dropped["project"], dropped["first"], dropped["second"]
@@ -398,5 +379,5 @@ def test_steering_pages_in_the_browser(logged_browser, live_server, client, user
     assert "exclude_datasets" in browser.find_element(By.CSS_SELECTOR, "#overrides li.override").text
     shot("report_overrides.png", 900)
     # (the browser's own request for /favicon.ico, which the app does not serve, is not the pages')
-    errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE" and "favicon.ico" not in e["message"]]
+    errors = severe_errors(browser)
     assert errors == []

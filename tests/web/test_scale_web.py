@@ -16,7 +16,7 @@ from django.urls import reverse
 from xtalweb.projects.models import StageRun
 
 from .helpers import wait_for_run
-from .test_browser import browser  # noqa: F401  (fixture)
+from .browser import browser  # noqa: F401  (fixture)
 from .test_cosym_web import N, integrated_ensemble, integrated_project  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.usefixtures("celery_worker"), pytest.mark.django_db(transaction=True)]
@@ -252,7 +252,7 @@ def test_scale_report_in_the_browser(browser, live_server, client, users, integr
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from .test_browser import login
+    from .browser import login
 
     project, integ, _ = integrated_project
     client.force_login(users["alice"])

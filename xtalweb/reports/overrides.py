@@ -94,9 +94,13 @@ def _resolution_estimate(runs) -> tuple[str, object] | None:
             continue
         if isinstance(est, dict):
             d = est.get("d_min")
-            text = f"{float(d):.2f} Å" if isinstance(d, (int, float)) else ", ".join(
-                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in est.items()
-                if isinstance(v, (int, float, str)))
+            err = est.get("d_min_error")
+            if isinstance(d, (int, float)):
+                text = f"{float(d):.2f}" + (f" ± {float(err):.2f}" if isinstance(err, (int, float)) else "") + " Å"
+            else:
+                edge = est.get("data_d_min")
+                text = "no cut (CC½ stays above its limit" + (f" to {float(edge):.2f} Å)" if isinstance(
+                    edge, (int, float)) else ")")
         elif isinstance(est, (int, float)):
             text = f"{float(est):.2f} Å"
         else:

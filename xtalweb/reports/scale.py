@@ -325,6 +325,10 @@ def scale_report(run, rows: list[dict]) -> dict:
                                + (f" SD of δ after scaling: {_fmt(npp.get('sd'), '.3f')} over {npp.get('n')} "
                                   "observations." if npp.get("sd") is not None else ""))
                          if em.get("refined") else f"Not refined: {em.get('reason') or '—'}"))
+    if s.get("resolution_estimate"):  # the CC½ estimate of the scaled data (dials.scale prints it)
+        from .resolution import estimate_table
+
+        tables.insert(1, estimate_table(s["resolution_estimate"]))
     figures = [f for f in (resolution_figure(stats), _rotation_figure(datasets, names),
                            _absorption_figure(datasets, names), _absorption_rotation_figure(datasets, names),
                            _normal_probability_figure(npp),
