@@ -245,14 +245,14 @@ def test_merge_export_downloads(client, users, integrated_project):
         assert response.status_code == 302 and "/login" in response["Location"], url
 
 
-def test_scale_report_in_the_browser(browser, live_server, client, users, integrated_project):
+def test_scale_report_in_the_browser(browser, live_server, client, users, integrated_project, tmp_path):
     """The figures are drawn (five resolution panels, scale and B curves of every data set,
     the normal probability plot); ticking a data set and pressing "Scale again without
     these" queues a scale run without it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from .browser import login
+    from .browser import login, save_screenshot, severe_errors
 
     project, integ, _ = integrated_project
     client.force_login(users["alice"])
@@ -276,10 +276,20 @@ def test_scale_report_in_the_browser(browser, live_server, client, users, integr
     boxes = browser.find_elements(By.CSS_SELECTOR, "#select-datasets input[name=exclude_datasets]")
     assert len(boxes) == N
     boxes[3].click()
+    boxes[5].click()
     before = set(project.runs.values_list("pk", flat=True))
     browser.find_element(By.CSS_SELECTOR, "#form-datasets button[type=submit]").click()
     WebDriverWait(browser, 20).until(lambda b: f"/projects/{project.pk}/" in b.current_url and "#run-" in b.current_url)
     assert "Scale again" not in browser.title and "Queued scale" in browser.page_source
     (new_id,) = set(project.runs.values_list("pk", flat=True)) - before
     new = wait_for_run(new_id, timeout=300)
-    assert new.parameters["exclude_datasets"] == [3] and new.summary["n_datasets"] == N - 1
+    assert new.parameters["exclude_datasets"] == [3, 5] and new.summary["n_datasets"] == N - 2
+    # the two runs side by side: both runs' overall CC½, the parameter that differs
+    browser.get(f"{live_server.url}/projects/{project.pk}/compare/?a={scale.pk}&b={new.pk}")
+    WebDriverWait(browser, 20).until(lambda b: "Compare runs" in b.page_source)
+    page = browser.page_source
+    assert f"#{scale.pk} scale" in page and f"#{new.pk} scale" in page and "exclude_datasets" in page
+    for run in (scale, new):
+        assert f"{run.summary['merging_statistics']['overall']['cc_half']:.3f}" in page
+    assert severe_errors(browser) == []
+    save_screenshot(browser, tmp_path, "compare_after_drop.png")
