@@ -165,6 +165,19 @@ def dispatch_units(run_id: int) -> None:
             status=StageRun.Status.FAILED, error=message, finished=timezone.now())
 
 
+def queue_run(project, stage: str, params, parents, sweeps, follow_up=()) -> int:
+    """Create a run from a report's control (drop data sets, merge at a d_min …) and
+    dispatch it once the transaction commits; its id."""
+    from .stages import params_json
+
+    with transaction.atomic():
+        new = create_run(project, stage, parameters=params_json(params), parents=parents, sweeps=sweeps,
+                         follow_up=list(follow_up))
+        new_id = new.pk
+        transaction.on_commit(lambda: dispatch_run(new_id))
+    return new_id
+
+
 def queue_follow_up(run_id: int) -> StageRun | None:
     """After ``run`` succeeded: queue the next stage of its ``follow_up`` list with the
     default parameters on every included sweep; the rest of the list goes with it.
@@ -183,8 +196,8 @@ def queue_follow_up(run_id: int) -> StageRun | None:
         sweeps = None
         if takes_sweeps(stage):
             parameters = params_json(build_params(stage, words_from_values(stage, {})))
-            included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
-            sweeps = [s for s in available_sweeps(run) if s["name"] in included]
+            left_out = set(project.sweeps.filter(included=False).values_list("name", flat=True))
+            sweeps = [s for s in available_sweeps(run) if s["name"] not in left_out]
             if not sweeps:
                 append_log(run_id, f"follow-up {stage}: no included sweep to process; not queued\n")
                 return None

@@ -21,22 +21,18 @@ import math
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods
 
 from . import runs
 from .models import StageRun
 from .permissions import get_project_for_user
-from .stages import ParamsError, build_params, params_json, registry, title, words_from_values
+from .stages import ParamsError, build_params, registry, title, words_from_values
 
 
 def _queue(project, stage: str, params, parents, sweeps) -> int:
-    with transaction.atomic():
-        new = runs.create_run(project, stage, parameters=params_json(params), parents=parents, sweeps=sweeps)
-        new_id = new.pk
-        transaction.on_commit(lambda: runs.dispatch_run(new_id))
-    return new_id
+    # a new scale run (data sets dropped) goes on to merge, as the run it replaces
+    return runs.queue_run(project, stage, params, parents, sweeps, follow_up=("merge",) if stage == "scale" else ())
 
 
 @login_required
