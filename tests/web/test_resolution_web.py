@@ -237,7 +237,7 @@ def test_delta_cc_half_report_and_drop(client, users, integrated_project):
     page = client.get(sub.get_report_url()).content.decode()
     assert page.count('name="exclude_datasets"') == N - 1
     assert f'value="{low[0]["id"]}" aria-label="leave out {low[0]["id"]}" checked>' in page
-    assert page.count(" checked>") == 1
+    assert page.count(" checked>") == 2 and page.count('name="then_merge" value="1" checked>') == 1  # a row, "then merge"
 
     # --- image groups of 5 images: a heat map of data sets × groups
     groups = run_stage(client, project, "compute_delta_cchalf", scale, range(N), mode="image_group", group_size="5")

@@ -157,14 +157,18 @@ def test_drop_a_data_set(client, users, integrated_project):
 
     kept = read_experiments(os.path.join(new.output_dir, "scaled.expt"))
     assert len(kept) == N - 1 and s["datasets"][2]["identifier"] not in {e.identifier for e in kept}
-    # the drop goes on downstream: the new scale run is followed by a merge of its data
-    assert new.follow_up == ["merge"]
+    # with "then merge" ticked (as the form has it), the drop goes on downstream: a merge
+    response = client.post(reverse("scale_drop", args=[project.pk, first.pk]),
+                           {"exclude_datasets": ["4"], "then_merge": "1"})
+    assert response.status_code == 302
+    chained = wait_for_run(max(project.runs.filter(stage="scale").values_list("pk", flat=True)), timeout=300)
+    assert chained.follow_up == ["merge"] and new.follow_up == []
     deadline = time.monotonic() + 60
-    while not StageRun.objects.filter(parents=new, stage="merge").exists() and time.monotonic() < deadline:
+    while not StageRun.objects.filter(parents=chained, stage="merge").exists() and time.monotonic() < deadline:
         time.sleep(0.5)
-    merge = wait_for_run(StageRun.objects.get(parents=new, stage="merge").pk, timeout=300)
+    merge = wait_for_run(StageRun.objects.get(parents=chained, stage="merge").pk, timeout=300)
     assert merge.status in ("succeeded", "partial") and os.path.isfile(os.path.join(merge.output_dir, "merged.mtz"))
-    assert merge.summary["n_observations"] == s["n_observations"]
+    assert merge.summary["n_observations"] == chained.summary["n_observations"]
     report = client.get(reverse("stagerun_report_json", args=[project.pk, new.pk])).json()
     tables = {t["id"]: t for t in report["tables"]}
     assert [r[:2] for r in tables["excluded"]["rows"]] == [[2, "crystal_002"]]

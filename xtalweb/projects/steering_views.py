@@ -30,9 +30,8 @@ from .permissions import get_project_for_user
 from .stages import ParamsError, build_params, registry, title, words_from_values
 
 
-def _queue(project, stage: str, params, parents, sweeps) -> int:
-    # a new scale run (data sets dropped) goes on to merge, as the run it replaces
-    return runs.queue_run(project, stage, params, parents, sweeps, follow_up=("merge",) if stage == "scale" else ())
+def _queue(project, stage: str, params, parents, sweeps, follow_up=()) -> int:
+    return runs.queue_run(project, stage, params, parents, sweeps, follow_up=follow_up)
 
 
 @login_required
@@ -124,7 +123,9 @@ def delta_cc_half_drop(request, pk: int, run_id: int):
         return back
     params = dataclasses.replace(old, exclude_datasets=excluded)
     sweeps = [{"index": r.index, "name": r.name} for r in scale.sweep_runs.order_by("index")]
-    new_id = _queue(project, "scale", params, [cosym], sweeps)
+    # the form's "then merge": the new scale run goes on downstream
+    new_id = _queue(project, "scale", params, [cosym], sweeps,
+                    follow_up=("merge",) if request.POST.get("then_merge") else ())
     ids = ", ".join(map(str, sorted(chosen)))
     messages.success(request, f"Queued scale (run #{new_id}) from cosym run #{cosym.pk} without data set"
                               f"{'s' if len(chosen) > 1 else ''} {ids} of ΔCC½ run #{run.pk} "

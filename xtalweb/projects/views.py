@@ -199,10 +199,12 @@ def scale_drop(request, pk: int, run_id: int):
     excluded = tuple(sorted(set(old.exclude_datasets) | chosen))
     params = dataclasses.replace(old, exclude_datasets=excluded)
     sweeps = [{"index": r.index, "name": r.name} for r in run.sweep_runs.order_by("index")]
-    new_id = runs.queue_run(project, "scale", params, [parent], sweeps, follow_up=("merge",))
+    then_merge = bool(request.POST.get("then_merge"))  # the form's "then merge": go on downstream
+    new_id = runs.queue_run(project, "scale", params, [parent], sweeps, follow_up=("merge",) if then_merge else ())
     messages.success(request, f"Queued scale (run #{new_id}) from run #{parent.pk} without data set"
                               f"{'s' if len(chosen) > 1 else ''} {', '.join(map(str, sorted(chosen)))} "
-                              f"(exclude_datasets={','.join(map(str, excluded))}), then merge; run #{run.pk} is kept.")
+                              f"(exclude_datasets={','.join(map(str, excluded))}){', then merge' if then_merge else ''}; "
+                              f"run #{run.pk} is kept.")
     return redirect(f"{project.get_absolute_url()}#run-{new_id}")
 
 

@@ -196,6 +196,7 @@ def _datasets_table(run, s: dict, names: dict) -> dict:
         table["select"] = {
             "action": reverse("delta_cc_half_drop", args=[run.project_id, run.pk]), "name": "exclude_datasets",
             "button": "Scale again without these",
+            "option": {"name": "then_merge", "label": "then merge", "checked": True},
             "checked": [d["id"] for d in datasets if d.get("removed_in_cycle")],
             "help": "Starts a new scale run from the cosym run before this run's scale run, with the ticked data "
                     "sets added to its exclude_datasets (those this run removed come ticked); this run and its "

@@ -287,8 +287,9 @@ def _datasets_table(run, s: dict, names: dict) -> dict:
     if run.status in ("succeeded", "partial") and n_scaled >= 2:
         table["select"] = {"action": reverse("scale_drop", args=[run.project_id, run.pk]),
                            "name": "exclude_datasets", "button": "Scale again without these",
+                           "option": {"name": "then_merge", "label": "then merge", "checked": True},
                            "help": "Starts a new scale run from the same cosym run with the ticked data sets added "
-                                   "to exclude_datasets; this run and its files stay."}
+                                   "to exclude_datasets (and a merge after it); this run and its files stay."}
     return table
 
 
