@@ -19,6 +19,8 @@ from .command import run_command
 TOOLS = {
     "show": ("processing.cli.show", "print experiment models and reflection-table summaries (dials.show)"),
     "simulate": ("processing.cli.simulate", "simulate multi-crystal rotation data with known truth"),
+    "multiplex": ("processing.cli.multiplex", "many crystals to merged clusters: crystal forms, cosym, scale, "
+                  "ΔCC½, intensity clustering, each cluster merged (xia2.multiplex)"),
     "run": ("processing.cli.run", "images to merged intensities in one command: every stage, sweeps in parallel"),
 }
 
