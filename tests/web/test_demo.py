@@ -1,5 +1,5 @@
 """``manage.py xtal_demo_project`` and the simulate task, through the real worker: the
-chain import → find_spots → index → refine → integrate runs by itself, and running things twice changes nothing."""
+chain import → find_spots → index → refine → integrate → cosym → scale → merge runs by itself, and running things twice changes nothing."""
 
 from __future__ import annotations
 
@@ -58,16 +58,24 @@ def test_demo_project_is_processed_and_the_command_is_idempotent(folders, tiny_d
     for s in integ.sweep_runs.all():
         assert s.summary["n_integrated_sum"] > 0.9 * s.summary["n_predicted"] > 1000, s.summary
     assert integ.summary["n_reflections"] == sum(s.summary["n_reflections"] for s in integ.sweep_runs.all())
+    # then the ensemble: cosym → scale → merge, each on the run before
+    cosym = wait_for_stage(project, "cosym", timeout=300)
+    scale = wait_for_stage(project, "scale", timeout=300)
+    merge = wait_for_stage(project, "merge", timeout=300)
+    assert [r.status for r in (cosym, scale, merge)] == ["succeeded"] * 3, [r.error for r in (cosym, scale, merge)]
+    assert [list(r.parents.all()) for r in (cosym, scale, merge)] == [[integ], [cosym], [scale]]
+    assert cosym.summary["best"]["patterson_group"] == "I m -3"
+    assert scale.summary["merging_statistics"]["overall"]["cc_half"] > 0.95
+    assert os.path.isfile(os.path.join(merge.output_dir, "merged.mtz"))
     assert sorted(os.listdir(project.work_dir)) == ["001_import", "002_find_spots", "003_index", "004_refine",
-                                                    "005_integrate"]
-    assert [r.follow_up for r in runs] == [["find_spots", "index", "refine", "integrate"],
-                                           ["index", "refine", "integrate"], ["refine", "integrate"],
-                                           ["integrate"], []]
+                                                    "005_integrate", "006_cosym", "007_scale", "008_merge"]
+    chain = ["find_spots", "index", "refine", "integrate", "cosym", "scale", "merge"]
+    assert [r.follow_up for r in (*runs, cosym, scale, merge)] == [chain[k:] for k in range(8)]
 
     call_command("xtal_demo_project", stdout=open(os.devnull, "w"))
     time.sleep(0.5)
     assert Project.objects.count() == 1
-    assert StageRun.objects.count() == 5
+    assert StageRun.objects.count() == 8
     assert {f: os.stat(demo / f).st_mtime_ns for f in os.listdir(demo)} == stamp
     assert sorted(os.listdir(folders["data"])) == ["demo-tiny"]  # no second simulation, no leftovers
 

@@ -61,8 +61,10 @@ class Command(BaseCommand):
             os.makedirs(project.work_dir, exist_ok=True)
             project.save(update_fields=["work_dir"])
             run = runs.create_run(project, "import", parameters={"data_root": target},
-                                   follow_up=["find_spots", "index", "refine", "integrate"])
+                                   follow_up=["find_spots", "index", "refine", "integrate", "cosym", "scale",
+                                              "merge"])
             run_id = run.pk
             transaction.on_commit(lambda: runs.dispatch_run(run_id))
         self.stdout.write(self.style.SUCCESS(
-            f"Created the demo project #{project.pk} ({DEMO_NAME}); queued import → find_spots → index → refine → integrate"))
+            f"Created the demo project #{project.pk} ({DEMO_NAME}); queued import → find_spots → index → refine → integrate → "
+            "cosym → scale → merge"))
