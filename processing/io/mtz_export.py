@@ -325,11 +325,13 @@ def to_asu_with_isym(hkl, space_group: gemmi.SpaceGroup) -> tuple[np.ndarray, np
 
 
 def median_cell(experiments) -> tuple[float, ...]:
-    """Per-parameter median of the experiments' unit cells."""
-    cells = np.array([e.crystal.unit_cell for e in experiments if e.crystal is not None])
-    if len(cells) == 0:
+    """Per-parameter median of the experiments' unit cells, obeying their space group."""
+    from ..models.crystal import median_cell as median
+
+    if not any(e.crystal is not None for e in experiments):
         raise XtalError("no experiment has a crystal model: no unit cell to write")
-    return tuple(float(v) for v in np.median(cells, axis=0))
+    sg = next((gemmi.find_spacegroup_by_ops(e.crystal.space_group) for e in experiments if e.crystal), None)
+    return median(experiments, sg)
 
 
 # --------------------------------------------------------------------------- rows

@@ -94,7 +94,9 @@ def _mean_cell(experiments) -> tuple[float, ...]:
 
 
 def _median_cell(experiments) -> tuple[float, ...]:
-    return tuple(float(x) for x in np.median(np.array([e.crystal.unit_cell for e in experiments]), axis=0))
+    from ..scaling.scale import median_cell
+
+    return median_cell(experiments)
 
 
 def check_input(experiments, reflections, params: DeltaCcHalfParams) -> None:

@@ -31,6 +31,30 @@ def b_matrix(cell) -> np.ndarray:
     return np.array(uc.frac.mat.tolist()).T
 
 
+def symmetrized_cell(cell, space_group: gemmi.SpaceGroup | None) -> tuple[float, ...]:
+    """The cell nearest ``cell`` that the space group's rotations keep: the direct metric G
+    averaged over the point group (Rᵀ G R), so a cubic cell gets a = b = c and 90° angles."""
+    if space_group is None:
+        return tuple(float(x) for x in cell)
+    M = np.array(gemmi.UnitCell(*cell).orth.mat.tolist())  # columns: a, b, c (Å)
+    G = M.T @ M
+    rots = [np.array(op.rot, dtype=float) / op.DEN for op in space_group.operations().sym_ops]
+    G = sum(R.T @ G @ R for R in rots) / len(rots)
+    lengths = np.sqrt(np.diag(G))
+    cos = lambda i, j: G[i, j] / (lengths[i] * lengths[j])  # noqa: E731
+    angles = [math.degrees(math.acos(max(-1.0, min(1.0, cos(i, j))))) for i, j in ((1, 2), (0, 2), (0, 1))]
+    return (*(float(x) for x in lengths), *angles)
+
+
+def median_cell(experiments, space_group: gemmi.SpaceGroup | None = None) -> tuple[float, ...]:
+    """The per-parameter median of the experiments' cells (as dials.scale merges with), made
+    to obey ``space_group`` when given."""
+    cells = np.array([e.crystal.unit_cell for e in experiments if e.crystal is not None])
+    if len(cells) == 0:
+        raise ValueError("no experiment has a crystal model")
+    return symmetrized_cell(tuple(float(x) for x in np.median(cells, axis=0)), space_group)
+
+
 def space_group_from_hall(hall: str) -> gemmi.GroupOps:
     return gemmi.symops_from_hall(hall.strip())
 

@@ -53,8 +53,10 @@ def common_space_group(experiments, advice: str = "run xtal cosym (or symmetry) 
 
 
 def median_cell(experiments) -> tuple[float, ...]:
-    """The median unit cell across the experiments (as dials.scale reports and merges with)."""
-    return tuple(float(x) for x in np.median(np.array([e.crystal.unit_cell for e in experiments]), axis=0))
+    """The median unit cell across the experiments, obeying their (one) space group."""
+    from ..models.crystal import median_cell as median
+
+    return median(experiments, common_space_group(experiments))
 
 
 def combine(i_prf, v_prf, i_sum, v_sum, imid: float | None):

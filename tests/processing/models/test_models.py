@@ -98,3 +98,20 @@ def test_multi_axis_goniometer_and_scan():
     assert s.frame_from_angle(15.0) == pytest.approx(50.0)
     with pytest.raises(ValueError):
         Scan(image_range=(5, 1))
+
+
+def test_symmetrized_cell_obeys_the_space_group():
+    """The merged cell keeps the space group's metric: cubic a = b = c, 90°; trigonal γ = 120°;
+    a monoclinic cell is left as it is."""
+    import gemmi
+    import pytest
+
+    from processing.models.crystal import symmetrized_cell
+
+    a, b, c, al, be, ga = symmetrized_cell((78.173, 78.1836, 78.1721, 89.9977, 89.999, 89.996), gemmi.SpaceGroup("I 2 3"))
+    assert a == pytest.approx(b) == pytest.approx(c) and a == pytest.approx(78.176, abs=1e-3)
+    assert (al, be, ga) == pytest.approx((90, 90, 90), abs=1e-9)
+    cell = symmetrized_cell((60.1, 59.9, 100, 90.1, 89.9, 120.1), gemmi.SpaceGroup("P 31"))
+    assert cell[0] == pytest.approx(cell[1]) and cell[5] == pytest.approx(120.0, abs=1e-9)
+    assert symmetrized_cell((50, 60, 70, 90, 101.2, 90), gemmi.SpaceGroup("C 1 2 1")) == pytest.approx(
+        (50, 60, 70, 90, 101.2, 90))
