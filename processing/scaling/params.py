@@ -53,8 +53,9 @@ class ScaleParams(StageParams):
                                               aliases="dataset_selection.exclude_datasets")
     reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) to scale against instead of the "
                                         "data's own merged intensities", aliases="scaling_options.reference")
-    rescale: bool = param(False, "rescale data sets that were scaled before (default: keep their scales, "
-                                 "and scale only new data sets against them — incremental scaling)")
+    rescale: bool = param(False, "rescale data sets that were scaled before even when new ones join them "
+                                 "(default: keep their scales and scale only the new data sets against them — "
+                                 "incremental scaling; data that were all scaled before are always rescaled)")
     outlier_rejection: str = param("standard", "standard: reject observations far from the others of their "
                                                "reflection; none: keep all",
                                    choices=("standard", "none"), aliases="scaling_options.outlier_rejection")

@@ -225,20 +225,22 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
         progress(0.02, f"{int(keep.sum())} observations of {n_exp - len(excluded)} data sets")
     obs = observations(experiments, table, space_group, keep, params.anomalous)
 
-    # models: fixed for data sets scaled before (incremental), new for the others
+    # models: fixed for data sets scaled before when new ones join them (incremental), new
+    # for the others; when every data set was scaled before (e.g. filtered.* after ΔCC½),
+    # all are scaled again, as dials.scale does
     models, fixed_g = {}, {}
     previously = (table["flags"].astype(np.uint64) & np.uint64(int(Flags.scaled))) != 0 \
         if "flags" in table else np.zeros(len(table), bool)
+    scaled_before = {k for k, (a, b) in obs.slices.items()
+                     if experiments[k].scaling_model and previously[obs.row[a:b]].any()}
+    incremental = not params.rescale and reference is None and 0 < len(scaled_before) < len(obs.slices)
     for k, (a, b) in obs.slices.items():
         e = experiments[k]
-        rows = obs.row[a:b]
-        if not params.rescale and e.scaling_model and previously[rows].any():
+        if incremental and k in scaled_before:
             m = models[k] = PhysicalModel.from_dict(e.scaling_model)
             fixed_g[k] = m.value(m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]))
         else:
             models[k] = PhysicalModel.new(e.scan.oscillation_range if e.scan else (0.0, 0.0), params, b - a)
-    if len(fixed_g) == len(models) and reference is None:
-        raise XtalError("every data set was scaled before: give new data sets to scale against them, or rescale=true")
     ref_target = _reference_target(reference, obs, table, space_group, params.anomalous) if reference else None
     scaler = _Scaler(obs, models, params, ref_target, fixed_g)
 

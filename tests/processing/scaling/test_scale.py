@@ -211,3 +211,13 @@ def test_l_cysteine_completeness_and_multiplicity_as_dials_scale():
     assert overall["completeness"] == pytest.approx(2.8, rel=0.1)
     assert overall["multiplicity"] == pytest.approx(40 / 38, rel=0.1)
     assert overall["n_obs"] == pytest.approx(40, abs=4)
+
+
+def test_data_all_scaled_before_are_scaled_again(quiet):
+    """As dials.scale on filtered.* after ΔCC½: every data set was scaled before, so all are
+    rescaled (no incremental fixing) and the result matches a first scaling's quality."""
+    e, r, truth = quiet
+    e1, r1, _ = run_scale(e, r, ScaleParams())
+    e2, r2, s = run_scale(e1, r1, ScaleParams())
+    assert s["n_fixed"] == 0 and s["n_datasets"] == len(e)
+    assert cc_to_truth(e2, r2, truth) == pytest.approx(cc_to_truth(e1, r1, truth), abs=2e-4)
