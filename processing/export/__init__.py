@@ -11,7 +11,28 @@ from .params import ExportParams
 
 
 def run_export(experiments, reflections, params: ExportParams, progress=None):
-    """``(experiments, table, summary)``: the scaled rows to write, and what they hold."""
+    """The scaled observations to export unmerged (dials.export).
+
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Scaled data sets (scaled.expt); one batch range per data set in the MTZ.
+    reflections : ReflectionTable
+        scaled.refl; rows flagged scaled and not bad_for_scaling are kept.
+    params : ExportParams
+        ``d_min`` (Å).
+
+    Returns
+    -------
+    (experiments, table, summary)
+        The rows to write (scaled_unmerged.mtz, scaled.cif) and what they hold
+        (observations in all and per data set, space group, cell).
+
+    Examples
+    --------
+    >>> expts, rows, summary = run_export(scaled_expts, scaled, ExportParams())
+    >>> summary["n_observations"], summary["observations_per_dataset"]
+    """
     from ..merging.stage import space_group_and_cell
 
     sg, cell = space_group_and_cell(experiments)

@@ -211,223 +211,279 @@ def run_compute_delta_cchalf(experiments, reflections, params: DeltaCcHalfParams
 
     experiments, reflections: scaled data (xtal scale's scaled.expt/.refl, DIALS's
     columns). The inputs are not changed. See the module docstring for the cycles.
+
+    Examples
+    --------
+    >>> out_expts, out_refl, summary = run_compute_delta_cchalf(expts, refl, DeltaCcHalfParams())
+    >>> [d["identifier"] for d in summary["removed"]]
     """
     check_input(experiments, reflections, params)
-    space_group = _space_group(experiments)
-    experiments = type(experiments)(copy.copy(e) for e in experiments)
-    table = reflections.shallow_copy()
-    table["flags"] = reflections["flags"].astype(np.uint64).copy()
-    input_id = {e.identifier: k for k, e in enumerate(experiments)}
-    datasets = {e.identifier: {"id": k, "identifier": e.identifier, "delta_cc_half": None,
-                               "delta_cc_half_by_cycle": [], "removed_in_cycle": None, "reason": None}
-                for k, e in enumerate(experiments)}
-    n_sets_in = len(experiments)
-    use0 = usable_rows(table)
-    n_obs_in = int(use0.sum())
-    removed_sets, removed_obs = 0, 0
-    cycles, groups_out = [], []
-    termination = None
-    rescaled = False
-
+    run = _Filtering(experiments, reflections, params, progress)
     for cycle in range(1, params.max_cycles + 1):
-        base = 0.9 * (cycle - 1) / params.max_cycles
-        if progress:
-            progress(base + 0.01, f"cycle {cycle}: ΔCC½ of {len(experiments)} data sets")
-        use = usable_rows(table)
-        cell = _mean_cell(experiments)
-        group, n_groups, g_ds, g_lo, g_hi = _groups(table, use, params, experiments)
-        if n_groups < 2:
-            if cycle == 1:
-                raise XtalError("ΔCC½ needs at least two groups: lower group_size", field="group_size")
-            termination = "too_few_groups"
+        if run.cycle(cycle):
             break
+    run.final_rescale()
+    return run.experiments, run.table, json_ready(run.summary())
+
+
+class _Filtering:
+    """The state of one ΔCC½ filtering: the data left, each data set's record, the cycles."""
+
+    def __init__(self, experiments, reflections, params, progress):
+        self.params, self.progress = params, progress
+        self.space_group = _space_group(experiments)
+        self.experiments = type(experiments)(copy.copy(e) for e in experiments)
+        self.table = reflections.shallow_copy()
+        self.table["flags"] = reflections["flags"].astype(np.uint64).copy()
+        self.input_id = {e.identifier: k for k, e in enumerate(experiments)}
+        self.datasets = {e.identifier: {"id": k, "identifier": e.identifier, "delta_cc_half": None,
+                                        "delta_cc_half_by_cycle": [], "removed_in_cycle": None, "reason": None}
+                         for k, e in enumerate(experiments)}
+        self.n_sets_in = len(experiments)
+        self.n_obs_in = int(usable_rows(self.table).sum())
+        self.removed_sets, self.removed_obs = 0, 0
+        self.cycles, self.groups_out = [], []
+        self.termination = None
+        self.rescaled = False
+
+    def _percent_removed(self) -> float:
+        if self.params.mode == "dataset":
+            return 100.0 * self.removed_sets / self.n_sets_in
+        return 100.0 * self.removed_obs / max(self.n_obs_in, 1)
+
+    def _delta(self, use, group, n_groups):
+        """ΔCC½ of the groups, and of the data sets (the same in dataset mode)."""
+        params, table = self.params, self.table
         hkl = table["miller_index"][use]
         scaled = table["intensity.scale.value"][use] / table["inverse_scale_factor"][use]
+        cell = _mean_cell(self.experiments)
         limits = dict(d_min=params.d_min, d_max=params.d_max, n_bins=params.n_bins, anomalous=params.anomalous,
                       common=params.common_reflections)
-        res = delta_cc_half(hkl, scaled, group, space_group, cell, n_groups=n_groups, **limits)
-        # per data set as well in image-group mode (one more pass)
+        res = delta_cc_half(hkl, scaled, group, self.space_group, cell, n_groups=n_groups, **limits)
         res_ds = res if params.mode == "dataset" else delta_cc_half(
-            hkl, scaled, table["id"][use].astype(np.int64), space_group, cell, n_groups=len(experiments), **limits)
+            hkl, scaled, table["id"][use].astype(np.int64), self.space_group, cell, n_groups=len(self.experiments),
+            **limits)
         if not math.isfinite(res.cc_half):
             raise XtalError("CC½ is undefined: too few reflections measured more than once"
                             + (" within the resolution limits" if params.d_min or params.d_max else ""))
+        return res, res_ds
+
+    def cycle(self, cycle: int) -> bool:
+        """One cycle: ΔCC½, removals, rescaling. True when filtering stops here."""
+        params = self.params
+        base = 0.9 * (cycle - 1) / params.max_cycles
+        if self.progress:
+            self.progress(base + 0.01, f"cycle {cycle}: ΔCC½ of {len(self.experiments)} data sets")
+        use = usable_rows(self.table)
+        group, n_groups, g_ds, g_lo, g_hi = _groups(self.table, use, params, self.experiments)
+        if n_groups < 2:
+            if cycle == 1:
+                raise XtalError("ΔCC½ needs at least two groups: lower group_size", field="group_size")
+            self.termination = "too_few_groups"
+            return True
+        res, res_ds = self._delta(use, group, n_groups)
         delta = res.delta_cc_half
         present = res.n_observations > 0
         mean, sd, stat_cut = cutoff_value(delta[present], params.stdcutoff)
         cut = params.cutoff if params.cutoff is not None else stat_cut
         order = [int(i) for i in np.argsort(np.where(np.isfinite(delta), delta, np.inf)) if present[i]]
         below = [i for i in order if math.isfinite(delta[i]) and delta[i] < cut]
-        identifiers = [e.identifier for e in experiments]
-
-        # what this cycle removes, within the limit
-        truncated = False
-        too_few = False  # the removals would leave fewer than two groups
-        not_at_edge = []
         if params.mode == "dataset":
-            allowed = int(math.floor(params.max_percent_removed / 100.0 * n_sets_in + 1e-9)) - removed_sets
-            remove_groups = below[:max(allowed, 0)]
-            truncated = len(remove_groups) < len(below)
-            if int(present.sum()) - len(remove_groups) < 2:
-                remove_groups = remove_groups[:max(int(present.sum()) - 2, 0)]
-                too_few = True
-            n_obs_removed = int(np.isin(table["id"][use], remove_groups).sum())
+            choice = self._choose_datasets(below, present, use)
         else:
-            ranges_left = {k: [] for k in range(len(experiments))}
-            for grp in range(n_groups):
-                if present[grp]:
-                    ranges_left[int(g_ds[grp])].append(grp)
-            peeled, not_at_edge = _peel_edges(below, g_ds, ranges_left)
-            budget = params.max_percent_removed / 100.0 * n_obs_in - removed_obs
-            remove_groups, spent = [], 0
-            for grp in peeled:
-                if int(present.sum()) - len(remove_groups) <= 2:
-                    too_few = True
-                    break
-                if spent + int(res.n_observations[grp]) > budget + 1e-9:
-                    truncated = True
-                    break
-                remove_groups.append(grp)
-                spent += int(res.n_observations[grp])
-            for grp in peeled[len(remove_groups):]:  # not removed after all: back into the ranges
-                left = ranges_left[int(g_ds[grp])]
-                left.append(grp)
-                left.sort()
-            n_obs_removed = spent
+            choice = self._choose_image_groups(below, present, res.n_observations, g_ds, n_groups)
+        remove_groups, truncated, too_few, n_obs_removed, not_at_edge, ranges_left = choice
 
-        # record the table of this cycle
-        for k, ident in enumerate(identifiers):
-            v = res_ds.delta_cc_half[k]
-            v = float(v) if res_ds.n_observations[k] > 0 and math.isfinite(v) else None
-            datasets[ident]["delta_cc_half_by_cycle"].append(v)
-            datasets[ident]["delta_cc_half"] = v
-        table_rows = []
-        for grp in order:
-            row = {"group": grp, "delta_cc_half": float(delta[grp]) if math.isfinite(delta[grp]) else None,
-                   "n_observations": int(res.n_observations[grp])}
-            k = int(g_ds[grp])
-            row.update({"id": input_id[identifiers[k]], "identifier": identifiers[k]})
-            if params.mode == "image_group":
-                row["image_range"] = [int(g_lo[grp]), int(g_hi[grp])]
-            table_rows.append(row)
-        entry = {"cycle": cycle, "n_datasets": len(experiments), "n_groups": int(present.sum()),
+        table_rows = self._record(cycle, order, res, res_ds, g_ds, g_lo, g_hi)
+        entry = {"cycle": cycle, "n_datasets": len(self.experiments), "n_groups": int(present.sum()),
                  "n_observations": int(use.sum()), "cc_half_before": res.cc_half, "mean": mean, "sd": sd,
                  "cutoff": cut, "cutoff_from": "cutoff" if params.cutoff is not None else "stdcutoff",
                  "n_below_cutoff": len(below), "n_removed": len(remove_groups),
                  "n_observations_removed": n_obs_removed, "table": table_rows, "removed": [],
                  "removed_datasets": [], "not_at_edge": [], "rescaled_after": False}
-
         if params.mode == "image_group":
+            identifiers = [e.identifier for e in self.experiments]
             for grp in not_at_edge:
                 k = int(g_ds[grp])
-                entry["not_at_edge"].append({"id": input_id[identifiers[k]], "identifier": identifiers[k],
+                entry["not_at_edge"].append({"id": self.input_id[identifiers[k]], "identifier": identifiers[k],
                                              "image_range": [int(g_lo[grp]), int(g_hi[grp])],
                                              "delta_cc_half": float(delta[grp])})
             # every group of this cycle, and those removed in earlier cycles
-            groups_out = [g for g in groups_out if g.get("removed_in_cycle")] + [
+            self.groups_out = [g for g in self.groups_out if g.get("removed_in_cycle")] + [
                 dict(row, removed_in_cycle=cycle if row["group"] in remove_groups else None) for row in table_rows]
 
         if not remove_groups:
             entry["cc_half_after"] = res.cc_half
-            entry["percent_removed"] = 100.0 * (removed_sets / n_sets_in if params.mode == "dataset"
-                                                else removed_obs / max(n_obs_in, 1))
-            cycles.append(entry)
-            termination = "too_few_groups" if too_few else "max_percent_removed" if truncated else "no_more_removed"
-            break
+            entry["percent_removed"] = self._percent_removed()
+            self.cycles.append(entry)
+            self.termination = ("too_few_groups" if too_few else "max_percent_removed" if truncated
+                                else "no_more_removed")
+            return True
 
-        # remove
-        if params.mode == "dataset":
+        self._remove(cycle, entry, remove_groups, delta, g_ds, g_lo, g_hi, ranges_left)
+        self.removed_obs += n_obs_removed
+        entry["percent_removed"] = self._percent_removed()
+        entry["cc_half_after"] = _cc_half_of(self.table, usable_rows(self.table), self.space_group,
+                                             _mean_cell(self.experiments), params)
+        self.cycles.append(entry)
+        if truncated or too_few:
+            self.termination = "too_few_groups" if too_few else "max_percent_removed"
+            return True
+        if cycle == params.max_cycles:
+            self.termination = "max_cycles"
+            return True
+        if len(self.experiments) < 2 and params.mode == "dataset":
+            self.termination = "too_few_groups"
+            return True
+        self._rescale(base + 0.5 / params.max_cycles)
+        entry["rescaled_after"] = True
+        entry["cc_half_rescaled"] = self._last_scale["merging_statistics"]["overall"].get("cc_half")
+        _note_left_out(self.datasets, self._last_scale, cycle)
+        return False
+
+    def _choose_datasets(self, below, present, use):
+        """Whole data sets to remove this cycle, within max_percent_removed, two left at least."""
+        allowed = int(math.floor(self.params.max_percent_removed / 100.0 * self.n_sets_in + 1e-9)) - self.removed_sets
+        remove = below[:max(allowed, 0)]
+        truncated, too_few = len(remove) < len(below), False
+        if int(present.sum()) - len(remove) < 2:
+            remove = remove[:max(int(present.sum()) - 2, 0)]
+            too_few = True
+        n_obs = int(np.isin(self.table["id"][use], remove).sum())
+        return remove, truncated, too_few, n_obs, [], None
+
+    def _choose_image_groups(self, below, present, n_observations, g_ds, n_groups):
+        """Image groups to remove this cycle: at a sweep's ends only, within the observation budget."""
+        ranges_left = {k: [] for k in range(len(self.experiments))}
+        for grp in range(n_groups):
+            if present[grp]:
+                ranges_left[int(g_ds[grp])].append(grp)
+        peeled, not_at_edge = _peel_edges(below, g_ds, ranges_left)
+        budget = self.params.max_percent_removed / 100.0 * self.n_obs_in - self.removed_obs
+        remove, spent, truncated, too_few = [], 0, False, False
+        for grp in peeled:
+            if int(present.sum()) - len(remove) <= 2:
+                too_few = True
+                break
+            if spent + int(n_observations[grp]) > budget + 1e-9:
+                truncated = True
+                break
+            remove.append(grp)
+            spent += int(n_observations[grp])
+        for grp in peeled[len(remove):]:  # not removed after all: back into the ranges
+            left = ranges_left[int(g_ds[grp])]
+            left.append(grp)
+            left.sort()
+        return remove, truncated, too_few, spent, not_at_edge, ranges_left
+
+    def _record(self, cycle, order, res, res_ds, g_ds, g_lo, g_hi) -> list[dict]:
+        """Each data set's ΔCC½ of this cycle, and the cycle's table (worst first)."""
+        identifiers = [e.identifier for e in self.experiments]
+        for k, ident in enumerate(identifiers):
+            v = res_ds.delta_cc_half[k]
+            v = float(v) if res_ds.n_observations[k] > 0 and math.isfinite(v) else None
+            self.datasets[ident]["delta_cc_half_by_cycle"].append(v)
+            self.datasets[ident]["delta_cc_half"] = v
+        rows = []
+        for grp in order:
+            d = res.delta_cc_half[grp]
+            row = {"group": grp, "delta_cc_half": float(d) if math.isfinite(d) else None,
+                   "n_observations": int(res.n_observations[grp])}
+            k = int(g_ds[grp])
+            row.update({"id": self.input_id[identifiers[k]], "identifier": identifiers[k]})
+            if self.params.mode == "image_group":
+                row["image_range"] = [int(g_lo[grp]), int(g_hi[grp])]
+            rows.append(row)
+        return rows
+
+    def _remove(self, cycle, entry, remove_groups, delta, g_ds, g_lo, g_hi, ranges_left):
+        """Remove the chosen groups (data sets, or image groups flagged and cut from the scans)."""
+        identifiers = [e.identifier for e in self.experiments]
+        if self.params.mode == "dataset":
             gone = set(remove_groups)
             for k in remove_groups:
-                entry["removed"].append({"id": input_id[identifiers[k]], "identifier": identifiers[k],
+                entry["removed"].append({"id": self.input_id[identifiers[k]], "identifier": identifiers[k],
                                          "delta_cc_half": float(delta[k])})
         else:
-            flags = table["flags"]
-            ids_all = table["id"].astype(np.int64)
-            images_all = image_numbers(table, experiments)
+            flags = self.table["flags"]
+            ids_all = self.table["id"].astype(np.int64)
+            images_all = image_numbers(self.table, self.experiments)
             for grp in remove_groups:
                 k, lo, hi = int(g_ds[grp]), int(g_lo[grp]), int(g_hi[grp])
                 flags[(ids_all == k) & (images_all >= lo) & (images_all <= hi)] |= _USER_EXCLUDED
-                entry["removed"].append({"id": input_id[identifiers[k]], "identifier": identifiers[k],
+                entry["removed"].append({"id": self.input_id[identifiers[k]], "identifier": identifiers[k],
                                          "image_range": [lo, hi], "delta_cc_half": float(delta[grp])})
-                e = experiments[k]
+                e = self.experiments[k]
                 if e.scan is not None:  # as DIALS: the scan's valid image ranges leave the group out
                     e.scan = copy.copy(e.scan)
                     ranges = dict(e.scan.valid_image_ranges)
                     ranges[e.identifier] = _remaining_ranges(e.scan, e.identifier, lo, hi)
                     e.scan.valid_image_ranges = ranges
-            table["flags"] = flags
+            self.table["flags"] = flags
             gone = {int(g_ds[grp]) for grp in remove_groups if not ranges_left[int(g_ds[grp])]}
         for k in sorted(gone):
             ident = identifiers[k]
-            datasets[ident]["removed_in_cycle"] = cycle
-            datasets[ident]["reason"] = ("ΔCC½ below the cutoff" if params.mode == "dataset"
-                                         else "every image group below the cutoff")
-            entry["removed_datasets"].append({"id": input_id[ident], "identifier": ident})
+            self.datasets[ident]["removed_in_cycle"] = cycle
+            self.datasets[ident]["reason"] = ("ΔCC½ below the cutoff" if self.params.mode == "dataset"
+                                              else "every image group below the cutoff")
+            entry["removed_datasets"].append({"id": self.input_id[ident], "identifier": ident})
         if gone:
-            keep_ids = [k for k in range(len(experiments)) if k not in gone]
+            keep_ids = [k for k in range(len(self.experiments)) if k not in gone]
+            table = self.table
             table = table.remove_on_experiment_identifiers([identifiers[k] for k in sorted(gone)]) \
                 if table.experiment_identifiers else table.select(~np.isin(table["id"], sorted(gone)))
             table.reset_ids()
-            experiments = type(experiments)(experiments[k] for k in keep_ids)
-        removed_sets += len(gone)
-        removed_obs += n_obs_removed
-        entry["percent_removed"] = 100.0 * (removed_sets / n_sets_in if params.mode == "dataset"
-                                            else removed_obs / max(n_obs_in, 1))
-        entry["cc_half_after"] = _cc_half_of(table, usable_rows(table), space_group, _mean_cell(experiments), params)
-        cycles.append(entry)
+            self.table = table
+            self.experiments = type(self.experiments)(self.experiments[k] for k in keep_ids)
+        self.removed_sets += len(gone)
 
-        if truncated or too_few:
-            termination = "too_few_groups" if too_few else "max_percent_removed"
-            break
-        if cycle == params.max_cycles:
-            termination = "max_cycles"
-            break
-        if len(experiments) < 2 and params.mode == "dataset":
-            termination = "too_few_groups"
-            break
-        experiments, table, scale_summary = _rescale(experiments, table, params, progress,
-                                                     base + 0.5 / params.max_cycles)
-        entry["rescaled_after"] = True
-        entry["cc_half_rescaled"] = scale_summary["merging_statistics"]["overall"].get("cc_half")
-        _note_left_out(datasets, scale_summary, cycle)
-        rescaled = True
+    def _rescale(self, fraction):
+        self.experiments, self.table, self._last_scale = _rescale(self.experiments, self.table, self.params,
+                                                                  self.progress, fraction)
+        self.rescaled = True
 
-    if params.final_rescale and any(c["n_removed"] for c in cycles) and not cycles[-1]["rescaled_after"]:
-        experiments, table, scale_summary = _rescale(experiments, table, params, progress, 0.92)
-        cycles[-1]["rescaled_after"] = True
-        _note_left_out(datasets, scale_summary, len(cycles))
-        rescaled = True
+    def final_rescale(self):
+        """With ``final_rescale``: rescale once more after the last cycle that removed data."""
+        if self.params.final_rescale and any(c["n_removed"] for c in self.cycles) \
+                and not self.cycles[-1]["rescaled_after"]:
+            self._rescale(0.92)
+            self.cycles[-1]["rescaled_after"] = True
+            _note_left_out(self.datasets, self._last_scale, len(self.cycles))
 
-    if progress:
-        progress(0.95, "merging statistics and resolution of the filtered data")
-    use = usable_rows(table)
-    g = table["inverse_scale_factor"][use]
-    stats = merging_statistics(table["miller_index"][use], table["intensity.scale.value"][use] / g,
-                               table["intensity.scale.variance"][use] / g ** 2, space_group,
-                               _median_cell(experiments), anomalous=params.anomalous)
-    resolution = reestimate_resolution(experiments, table, params.anomalous)
-    summary = {
-        "mode": params.mode, "stdcutoff": params.stdcutoff, "cutoff": params.cutoff,
-        "max_cycles": params.max_cycles, "max_percent_removed": params.max_percent_removed,
-        "termination_reason": termination, "rescaled": rescaled,
-        "n_datasets_in": n_sets_in, "n_datasets": len(experiments), "n_observations_in": n_obs_in,
-        "n_observations": int(use.sum()), "space_group": space_group.xhm(),
-        "unit_cell": _median_cell(experiments),
-        "cc_half_in": cycles[0]["cc_half_before"] if cycles else None,
-        "cc_half_out": cycles[-1].get("cc_half_after") if cycles else None,
-        "datasets": [datasets[e] for e in sorted(datasets, key=lambda i: datasets[i]["id"])],
-        "removed": [{"id": d["id"], "identifier": d["identifier"], "cycle": d["removed_in_cycle"],
-                     "delta_cc_half": d["delta_cc_half"], "reason": d["reason"]}
-                    for d in sorted(datasets.values(), key=lambda d: d["id"]) if d["removed_in_cycle"]],
-        "cycles": cycles, "merging_statistics": stats,
-        "resolution": resolution, "d_min_estimate": resolution.get("d_min") if resolution.get("available") else None,
-    }
-    if params.mode == "image_group":
-        summary["image_groups"] = groups_out
-    if progress:
-        progress(1.0, "filtered")
-    return experiments, table, json_ready(summary)
+    def summary(self) -> dict:
+        """The filtering's summary: cycles, data sets, merging statistics and resolution of the output."""
+        params, table, experiments, cycles, datasets = (self.params, self.table, self.experiments, self.cycles,
+                                                        self.datasets)
+        if self.progress:
+            self.progress(0.95, "merging statistics and resolution of the filtered data")
+        use = usable_rows(table)
+        g = table["inverse_scale_factor"][use]
+        stats = merging_statistics(table["miller_index"][use], table["intensity.scale.value"][use] / g,
+                                   table["intensity.scale.variance"][use] / g ** 2, self.space_group,
+                                   _median_cell(experiments), anomalous=params.anomalous)
+        resolution = reestimate_resolution(experiments, table, params.anomalous)
+        summary = {
+            "mode": params.mode, "stdcutoff": params.stdcutoff, "cutoff": params.cutoff,
+            "max_cycles": params.max_cycles, "max_percent_removed": params.max_percent_removed,
+            "termination_reason": self.termination, "rescaled": self.rescaled,
+            "n_datasets_in": self.n_sets_in, "n_datasets": len(experiments), "n_observations_in": self.n_obs_in,
+            "n_observations": int(use.sum()), "space_group": self.space_group.xhm(),
+            "unit_cell": _median_cell(experiments),
+            "cc_half_in": cycles[0]["cc_half_before"] if cycles else None,
+            "cc_half_out": cycles[-1].get("cc_half_after") if cycles else None,
+            "datasets": [datasets[e] for e in sorted(datasets, key=lambda i: datasets[i]["id"])],
+            "removed": [{"id": d["id"], "identifier": d["identifier"], "cycle": d["removed_in_cycle"],
+                         "delta_cc_half": d["delta_cc_half"], "reason": d["reason"]}
+                        for d in sorted(datasets.values(), key=lambda d: d["id"]) if d["removed_in_cycle"]],
+            "cycles": cycles, "merging_statistics": stats,
+            "resolution": resolution,
+            "d_min_estimate": resolution.get("d_min") if resolution.get("available") else None,
+        }
+        if params.mode == "image_group":
+            summary["image_groups"] = self.groups_out
+        if self.progress:
+            self.progress(1.0, "filtered")
+        return summary
 
 
 def _note_left_out(datasets, scale_summary, cycle):

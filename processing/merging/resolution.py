@@ -160,22 +160,11 @@ def critical_cc(n: np.ndarray, level: float) -> np.ndarray:
     return out
 
 
-def shell_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, cell,
-                     params: EstimateResolutionParams) -> dict:
-    """Observations → the shells' statistics (arrays) the criteria are fitted to.
-
-    Returns {"s": high-resolution edge of each shell (1/d²), "d_max", "d_min", the
-    statistics by shell (NaN where undefined), "n_pairs", "cc_half_n", "n_observations",
-    "n_unique", "n_wilson_outliers", "data_d_min", "data_d_max"}; {} with no usable data.
-    """
-    hkl = np.asarray(hkl).reshape(-1, 3)
-    intensity = np.asarray(intensity, dtype=np.float64)
-    variance = np.asarray(variance, dtype=np.float64)
-    cell = tuple(float(c) for c in (cell.parameters if isinstance(cell, gemmi.UnitCell) else cell))
-    ok = valid_observations(intensity, variance)
-    hkl, intensity, variance = hkl[ok], intensity[ok], variance[ok]
-    if len(hkl) == 0:
-        return {}
+def _unique_within_limits(hkl, intensity, variance, space_group, cell, params):
+    """Observations grouped by unique reflection within d_min…d_max, without 000 and
+    (with ``emax``) Wilson outliers. Returns (group of each kept observation, their I,
+    their variance, d (Å) and hkl of each group, number of Wilson outliers), or None
+    when nothing is left."""
     _, _, key = asu_index(hkl, space_group, anomalous=params.anomalous)
     ukey, inv = np.unique(key, return_inverse=True)
     uhkl = unpack_hkl(ukey >> 1)
@@ -196,15 +185,59 @@ def shell_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, ce
         idx = np.flatnonzero(obs)
         obs[idx[out]] = False
     if not obs.any():
-        return {}
-    # renumber the groups that keep observations
-    used_u = np.zeros(len(ukey), dtype=bool)
+        return None
+    used_u = np.zeros(len(ukey), dtype=bool)  # renumber the groups that keep observations
     used_u[inv[obs]] = True
     new = np.cumsum(used_u) - 1
-    g = new[inv[obs]]
-    intensity, variance = intensity[obs], variance[obs]
-    d = d_u[used_u]
-    uhkl = uhkl[used_u]
+    return new[inv[obs]], intensity[obs], variance[obs], d_u[used_u], uhkl[used_u], n_wilson
+
+
+def _expected_by_shell(space_group, cell, limits, anomalous: bool) -> np.ndarray:
+    """Possible unique reflections (Bijvoet mates apart when anomalous) in each shell of
+    ``limits`` (edges in 1/d², Å⁻²)."""
+    n_sh = len(limits) - 1
+    s_lo, s_hi = limits[0], limits[-1]
+    p_d, p_centric = _possible(space_group, cell, 1.0 / math.sqrt(s_lo) if s_lo > 0 else 1e6,
+                               1.0 / math.sqrt(s_hi))
+    p_s = 1.0 / p_d ** 2 if len(p_d) else np.zeros(0)
+    inside = (p_s >= s_lo) & (p_s <= s_hi)
+    p_shell = _shell_of(p_s[inside], limits)
+    expected = np.bincount(p_shell, minlength=n_sh).astype(np.float64)
+    if anomalous:
+        expected += np.bincount(p_shell[~p_centric[inside]], minlength=n_sh)
+    return expected
+
+
+def _random_half_cc(g, n_g, intensity, w, multi, sh, n_sh, seed) -> np.ndarray:
+    """CC½ by shell between the weighted means of random half-sets (reflections measured
+    at least twice)."""
+    rng = np.random.default_rng(seed)
+    first = _random_halves(g, n_g, rng)
+    h1, _ = _wmean(g[first], n_g, intensity[first], w[first])
+    h2, _ = _wmean(g[~first], n_g, intensity[~first], w[~first])
+    return _pearson(h1[multi], h2[multi], sh[multi], n_sh)
+
+
+def shell_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, cell,
+                     params: EstimateResolutionParams) -> dict:
+    """Observations → the shells' statistics (arrays) the criteria are fitted to.
+
+    Returns {"s": high-resolution edge of each shell (1/d²), "d_max", "d_min", the
+    statistics by shell (NaN where undefined), "n_pairs", "cc_half_n", "n_observations",
+    "n_unique", "n_wilson_outliers", "data_d_min", "data_d_max"}; {} with no usable data.
+    """
+    hkl = np.asarray(hkl).reshape(-1, 3)
+    intensity = np.asarray(intensity, dtype=np.float64)
+    variance = np.asarray(variance, dtype=np.float64)
+    cell = tuple(float(c) for c in (cell.parameters if isinstance(cell, gemmi.UnitCell) else cell))
+    ok = valid_observations(intensity, variance)
+    hkl, intensity, variance = hkl[ok], intensity[ok], variance[ok]
+    if len(hkl) == 0:
+        return {}
+    grouped = _unique_within_limits(hkl, intensity, variance, space_group, cell, params)
+    if grouped is None:
+        return {}
+    g, intensity, variance, d, uhkl, n_wilson = grouped
     n_g = len(d)
     s_g = 1.0 / d ** 2
 
@@ -239,28 +272,14 @@ def shell_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, ce
     rmerge = _safe_div(count(multi, absdev), count(multi, sum_i))
     rmerge[n_pairs == 0] = np.nan
 
-    ops = space_group.operations()
-    absent = np.asarray(ops.systematic_absences(uhkl), dtype=bool)
-    s_lo, s_hi = limits[0], limits[-1]
-    p_d, p_centric = _possible(space_group, cell, 1.0 / math.sqrt(s_lo) if s_lo > 0 else 1e6,
-                               1.0 / math.sqrt(s_hi))
-    p_s = 1.0 / p_d ** 2 if len(p_d) else np.zeros(0)
-    inside = (p_s >= s_lo) & (p_s <= s_hi)
-    p_shell = _shell_of(p_s[inside], limits)
-    expected = np.bincount(p_shell, minlength=n_sh).astype(np.float64)
-    if params.anomalous:
-        expected += np.bincount(p_shell[~p_centric[inside]], minlength=n_sh)
-    completeness = np.minimum(_safe_div(count(~absent), expected), 1.0)
-
+    absent = np.asarray(space_group.operations().systematic_absences(uhkl), dtype=bool)
+    completeness = np.minimum(_safe_div(count(~absent), _expected_by_shell(space_group, cell, limits,
+                                                                           params.anomalous)), 1.0)
     if params.cc_half_method == "sigma_tau":
         cc_half = cc_half_from_terms(*sigma_tau_terms(g, n_g, intensity), shell=sh, n_shells=n_sh)
         cc_n = n_unique  # cctbx tests the σ-τ CC½ with the number of merged reflections
     else:
-        rng = np.random.default_rng(params.seed)
-        first = _random_halves(g, n_g, rng)
-        h1, _ = _wmean(g[first], n_g, intensity[first], w[first])
-        h2, _ = _wmean(g[~first], n_g, intensity[~first], w[~first])
-        cc_half = _pearson(h1[multi], h2[multi], sh[multi], n_sh)
+        cc_half = _random_half_cc(g, n_g, intensity, w, multi, sh, n_sh, params.seed)
         cc_n = n_pairs
     with np.errstate(divide="ignore", invalid="ignore"):
         cc_error = np.where(n_pairs > 3, (1.0 - cc_half ** 2) / np.sqrt(np.maximum(n_pairs - 3, 1)), np.nan)

@@ -37,10 +37,29 @@ def statistics_at_cuts(obs, n_cuts: int = N_CUTS) -> list[dict]:
 
 
 def run_estimate_resolution(experiments, reflections, params: EstimateResolutionParams, progress=None):
-    """``(experiments, reflections, summary)``: the input unchanged and the estimate of
-    :func:`~processing.merging.resolution.estimate_resolution` on the rows scaling kept
-    (with partiality ≥ 0.4, as DIALS), with the space group, the median cell and the number
-    of data sets."""
+    """Resolution limits of scaled data (dials.estimate_resolution).
+
+    Parameters
+    ----------
+    experiments, reflections : ExperimentList, ReflectionTable
+        Scaled data (scaled.expt/.refl); the rows scaling kept with partiality ≥ 0.4,
+        as DIALS, are used.
+    params : EstimateResolutionParams
+        Criteria (cc_half, isigma, misigma, completeness…), binning, ``anomalous``.
+
+    Returns
+    -------
+    (experiments, reflections, summary)
+        The input unchanged; the summary is the estimate of
+        :func:`~processing.merging.resolution.estimate_resolution` (d_min in Å per
+        criterion, the tanh fit of CC½ with its uncertainty, the shells) with the
+        space group, the median cell and the number of data sets.
+
+    Examples
+    --------
+    >>> _, _, summary = run_estimate_resolution(scaled_expts, scaled, EstimateResolutionParams())
+    >>> summary["d_min"]
+    """
     sg, cell = space_group_and_cell(experiments)
     if progress:
         progress(0.1, "scaled observations")

@@ -59,8 +59,30 @@ def space_group_and_cell(experiments):
 
 
 def run_merge(experiments, reflections, params: MergeParams, progress=None):
-    """``(experiments, MergedIntensities, summary)``: the merged data for merged.mtz and the
-    merging statistics of what was merged."""
+    """Merge scaled observations (dials.merge).
+
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Scaled data sets (scaled.expt): one space group; the median cell and
+        wavelength (Å) go to the MTZ.
+    reflections : ReflectionTable
+        scaled.refl: rows flagged scaled and not bad_for_scaling are merged,
+        I = intensity.scale.value / inverse_scale_factor.
+    params : MergeParams
+        ``d_min``/``d_max`` (Å), ``anomalous``, ``truncate`` (French–Wilson F).
+
+    Returns
+    -------
+    (experiments, MergedIntensities, summary)
+        The merged data for merged.mtz (IMEAN, I(±), F, DANO, N by unique reflection in
+        the asymmetric unit) and the merging statistics of what was merged.
+
+    Examples
+    --------
+    >>> _, merged, summary = run_merge(scaled_expts, scaled, MergeParams(d_min=1.6))
+    >>> len(merged), summary["merging_statistics"]["overall"]["completeness"]
+    """
     sg, cell = space_group_and_cell(experiments)
     hkl, value, var, _ = scaled_observations(experiments, reflections, params.d_min, params.d_max)
     wavelengths = np.array([e.beam.wavelength for e in experiments])

@@ -181,25 +181,10 @@ def merging_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, 
     ds = None if dataset is None else np.asarray(dataset)[ok]
     hkl, intensity, variance = hkl[ok], intensity[ok], variance[ok]
 
-    _, plus, akey = asu_index(hkl, space_group, anomalous=True)
-    ukey, inv = np.unique(akey >> 1, return_inverse=True)
-    d_all = d_spacing(unpack_hkl(ukey), cell) if len(ukey) else np.zeros(0)
-
-    # resolution range: the data's unless given; groups outside are left out
-    hi = d_max if d_max is not None else (float(d_all.max()) if len(d_all) else None)
-    lo = d_min if d_min is not None else (float(d_all.min()) if len(d_all) else None)
-    if hi is None or lo is None or lo > hi:
-        keep_g = np.zeros(len(ukey), dtype=bool)
-    else:
-        keep_g = (d_all >= lo * (1 - _TOL)) & (d_all <= hi * (1 + _TOL))
-    new_index = np.cumsum(keep_g) - 1
-    obs_keep = keep_g[inv]
-    g = new_index[inv[obs_keep]]
-    intensity, variance, plus = intensity[obs_keep], variance[obs_keep], plus[obs_keep]
+    hi, lo, g, uhkl, d, keep, plus = _within_range(hkl, space_group, cell, d_min, d_max)
+    intensity, variance, plus = intensity[keep], variance[keep], plus[keep]
     if ds is not None:
-        ds = ds[obs_keep]
-    uhkl = unpack_hkl(ukey[keep_g])
-    d = d_all[keep_g]
+        ds = ds[keep]
     n_g = len(d)
 
     result = {"n_bins": int(n_bins), "d_min": _num(lo), "d_max": _num(hi),
@@ -215,36 +200,8 @@ def merging_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, 
     absent = np.asarray(ops.systematic_absences(uhkl), dtype=bool)
     centric = np.asarray(ops.centric_flag_array(uhkl), dtype=bool)
     eps = np.asarray(ops.epsilon_factor_without_centering_array(uhkl), dtype=np.float64)
-
-    # per unique reflection (Friedel mates merged)
-    w = 1.0 / variance
-    n = np.bincount(g, minlength=n_g)
-    imean, sw = _wmean(g, n_g, intensity, w)
-    sig = 1.0 / np.sqrt(sw)
-    absdev = np.bincount(g, weights=np.abs(intensity - imean[g]), minlength=n_g)
-    sum_i = np.bincount(g, weights=intensity, minlength=n_g)
-    st_terms = sigma_tau_terms(g, n_g, intensity)
-
-    rng = np.random.default_rng(seed)
-    first = _random_halves(g, n_g, rng)
-    h1, _ = _wmean(g[first], n_g, intensity[first], w[first])
-    h2, _ = _wmean(g[~first], n_g, intensity[~first], w[~first])
-
-    # per Bijvoet mate: group 2g (I+) and 2g+1 (I−)
-    a = 2 * g + (~plus)
-    na = np.bincount(a, minlength=2 * n_g)
-    ia, _ = _wmean(a, 2 * n_g, intensity, w)
-    first_a = _random_halves(a, 2 * n_g, rng)
-    a1, _ = _wmean(a[first_a], 2 * n_g, intensity[first_a], w[first_a])
-    a2, _ = _wmean(a[~first_a], 2 * n_g, intensity[~first_a], w[~first_a])
-    n_plus, n_minus = na[0::2], na[1::2]
-    pair = (n_plus > 0) & (n_minus > 0)
-    pair2 = (n_plus >= 2) & (n_minus >= 2)
-    per = dict(n=n, imean=imean, sig=sig, absdev=absdev, sum_i=sum_i, st=st_terms, h1=h1, h2=h2,
-               ip=ia[0::2], im=ia[1::2], pair=pair, pair2=pair2,
-               dano1=a1[0::2] - a1[1::2], dano2=a2[0::2] - a2[1::2],
-               n_anom_unique=(n_plus > 0).astype(np.int64) + (n_minus > 0),
-               absent=absent, centric=centric)
+    per = _per_unique(g, n_g, intensity, variance, plus, seed)
+    per.update(absent=absent, centric=centric)
 
     p_d, p_centric = _possible(space_group, cell, hi, lo)
     edges = _shell_edges(hi, lo, n_bins)
@@ -260,10 +217,55 @@ def merging_statistics(hkl, intensity, variance, space_group: gemmi.SpaceGroup, 
     overall["d_max"], overall["d_min"] = _num(hi), _num(lo)
 
     result.update(overall=overall, low=shells[0], high=shells[-1], shells=shells,
-                  wilson_b=_num(wilson_b_from_merged(imean, d, epsilon=eps)))
+                  wilson_b=_num(wilson_b_from_merged(per["imean"], d, epsilon=eps)))
     if ds is not None:
         result["datasets"] = _dataset_rows(ds, g, n_g, absent, len(p_d))
     return result
+
+
+def _within_range(hkl, space_group, cell, d_min, d_max):
+    """Unique reflections (Friedel mates merged) within d_min…d_max (Å; default: the data's).
+
+    Returns (d_max, d_min, unique index of each kept observation, unique hkl (m, 3),
+    their d (Å), mask of the kept observations, I(+) mate flag of every observation)."""
+    _, plus, akey = asu_index(hkl, space_group, anomalous=True)
+    ukey, inv = np.unique(akey >> 1, return_inverse=True)
+    d_all = d_spacing(unpack_hkl(ukey), cell) if len(ukey) else np.zeros(0)
+    hi = d_max if d_max is not None else (float(d_all.max()) if len(d_all) else None)
+    lo = d_min if d_min is not None else (float(d_all.min()) if len(d_all) else None)
+    if hi is None or lo is None or lo > hi:
+        keep_g = np.zeros(len(ukey), dtype=bool)
+    else:
+        keep_g = (d_all >= lo * (1 - _TOL)) & (d_all <= hi * (1 + _TOL))
+    new_index = np.cumsum(keep_g) - 1
+    keep = keep_g[inv]
+    return hi, lo, new_index[inv[keep]], unpack_hkl(ukey[keep_g]), d_all[keep_g], keep, plus
+
+
+def _per_unique(g, n_g, intensity, variance, plus, seed) -> dict:
+    """Per unique reflection: counts, weighted means, σ, deviations, σ-τ terms, random
+    half-set means, and per Bijvoet mate (group 2g I+, 2g+1 I−) the anomalous terms."""
+    w = 1.0 / variance
+    n = np.bincount(g, minlength=n_g)
+    imean, sw = _wmean(g, n_g, intensity, w)
+    absdev = np.bincount(g, weights=np.abs(intensity - imean[g]), minlength=n_g)
+    sum_i = np.bincount(g, weights=intensity, minlength=n_g)
+    rng = np.random.default_rng(seed)
+    first = _random_halves(g, n_g, rng)
+    h1, _ = _wmean(g[first], n_g, intensity[first], w[first])
+    h2, _ = _wmean(g[~first], n_g, intensity[~first], w[~first])
+    a = 2 * g + (~plus)
+    na = np.bincount(a, minlength=2 * n_g)
+    ia, _ = _wmean(a, 2 * n_g, intensity, w)
+    first_a = _random_halves(a, 2 * n_g, rng)
+    a1, _ = _wmean(a[first_a], 2 * n_g, intensity[first_a], w[first_a])
+    a2, _ = _wmean(a[~first_a], 2 * n_g, intensity[~first_a], w[~first_a])
+    n_plus, n_minus = na[0::2], na[1::2]
+    return dict(n=n, imean=imean, sig=1.0 / np.sqrt(sw), absdev=absdev, sum_i=sum_i,
+                st=sigma_tau_terms(g, n_g, intensity), h1=h1, h2=h2, ip=ia[0::2], im=ia[1::2],
+                pair=(n_plus > 0) & (n_minus > 0), pair2=(n_plus >= 2) & (n_minus >= 2),
+                dano1=a1[0::2] - a1[1::2], dano2=a2[0::2] - a2[1::2],
+                n_anom_unique=(n_plus > 0).astype(np.int64) + (n_minus > 0))
 
 
 def _empty_row(d_max, d_min) -> dict:

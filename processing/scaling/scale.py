@@ -196,8 +196,78 @@ def _reference_target(reference, obs, table, space_group, anomalous):
 
 
 def run_scale(experiments, reflections, params: ScaleParams, progress=None, reference=None):
-    """Scale the data sets: ``(experiments, reflections, summary)`` as dials.scale writes
-    scaled.expt/.refl (excluded data sets removed, DIALS's scaled columns and flags)."""
+    """Scale the data sets as dials.scale (physical model, error model, outliers).
+
+    Parameters
+    ----------
+    experiments : ExperimentList
+        Data sets in one space group (cosym's symmetrized.expt); those with a scaling
+        model from an earlier run stay fixed when new ones join them (incremental).
+    reflections : ReflectionTable
+        Their integrated reflections (intensity.sum/prf columns, ``id`` per data set).
+    params : ScaleParams
+    progress : callable, optional
+        ``progress(fraction, message)``.
+    reference : dict, optional
+        Reference intensities (``processing.io.mtz.read_reference_intensities``) to
+        scale against instead of the data's own merged intensities.
+
+    Returns
+    -------
+    (experiments, reflections, summary)
+        As dials.scale writes scaled.expt/.refl: excluded data sets removed, DIALS's
+        scaled columns (intensity.scale.value unscaled, inverse_scale_factor) and flags;
+        the summary holds the merging statistics, error model and per-data-set curves.
+
+    Examples
+    --------
+    >>> expts, scaled, summary = run_scale(symmetrized_expts, symmetrized, ScaleParams(d_min=1.6))
+    >>> summary["merging_statistics"]["overall"]["cc_half"]
+    """
+    _check_input(experiments, reflections, params)
+    space_group = common_space_group(experiments)
+    table = reflections
+    keep, excluded, dropped = _selected(experiments, table, params)
+    if progress:
+        progress(0.02, f"{int(keep.sum())} observations of {len(experiments) - len(excluded)} data sets")
+    obs = observations(experiments, table, space_group, keep, params.anomalous)
+    models, fixed_g = _models(experiments, table, obs, params, reference)
+    ref_target = _reference_target(reference, obs, table, space_group, params.anomalous) if reference else None
+    scaler = _Scaler(obs, models, params, ref_target, fixed_g)
+
+    # 1. initial scaling on profile intensities (summation where there are none)
+    imid = None if params.intensity_choice == "sum" else 0.0
+    intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
+    active = np.isfinite(intensity) & (variance > 0)
+    cycles = scaler.refine(intensity, variance, active, progress, "scaling")
+    outlier = np.zeros(len(obs), bool)
+    if params.outlier_rejection == "standard":
+        outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, variance, active,
+                                  params.outlier_zmax)
+
+    # 2. intensity combination: the candidate whose scaled data have the best CC½
+    combination = []
+    if params.intensity_choice == "combine" and np.isfinite(obs.i_prf).any():
+        combination, imid = _choose_combination(obs, scaler.g, active & ~outlier)
+        intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
+    active = np.isfinite(intensity) & (variance > 0) & ~outlier
+
+    # 3. error model, then the models refined with the new weights, and outliers again
+    em, var_model, outlier, active, more = _refine_with_error_model(scaler, obs, params, intensity, variance,
+                                                                    active, outlier, progress)
+    cycles += more
+
+    # 4. scaled intensities, their σ with the model's uncertainty
+    g = scaler.g
+    var_g = scaler.g_variance(intensity, var_model, active)
+    # as DIALS: intensity.scale.* is the unscaled intensity and its variance (error model and
+    # the model's uncertainty included); the scaled intensity is intensity.scale.value / g
+    scale_v = var_model + intensity ** 2 * var_g / g ** 2
+    return _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
+                    g, var_g, intensity, scale_v, em, combination, imid, cycles, reference, progress)
+
+
+def _check_input(experiments, reflections, params):
     if experiments is None or len(experiments) == 0:
         raise XtalError("no experiments to scale")
     if reflections is None or len(reflections) == 0:
@@ -209,8 +279,11 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
     bad = [k for k in params.exclude_datasets if not 0 <= k < n_exp]
     if bad:
         raise XtalError(f"exclude_datasets: no data set {bad[0]} (ids run 0 … {n_exp - 1})", field="exclude_datasets")
-    space_group = common_space_group(experiments)
-    table = reflections
+
+
+def _selected(experiments, table, params):
+    """Rows to scale, data sets left out {id: reason}, and rows dropped {reason: count}."""
+    n_exp = len(experiments)
     keep, dropped = select(table, n_exp, params.partiality_cutoff, params.d_min, params.d_max,
                            set(params.exclude_datasets))
     excluded = {k: "excluded by the user (exclude_datasets)" for k in params.exclude_datasets}
@@ -221,13 +294,15 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
     keep &= ~np.isin(table["id"], list(excluded))
     if not keep.any():
         raise XtalError("no observations left to scale: " + "; ".join(f"{n} {why}" for why, n in dropped.items()))
-    if progress:
-        progress(0.02, f"{int(keep.sum())} observations of {n_exp - len(excluded)} data sets")
-    obs = observations(experiments, table, space_group, keep, params.anomalous)
+    return keep, excluded, dropped
 
-    # models: fixed for data sets scaled before when new ones join them (incremental), new
-    # for the others; when every data set was scaled before (e.g. filtered.* after ΔCC½),
-    # all are scaled again, as dials.scale does
+
+def _models(experiments, table, obs, params, reference):
+    """Each data set's model, and the fixed scales of data sets scaled before.
+
+    Models stay fixed for data sets scaled before when new ones join them (incremental)
+    and are new for the others; when every data set was scaled before (e.g. filtered.*
+    after ΔCC½), all are scaled again, as dials.scale does."""
     models, fixed_g = {}, {}
     previously = (table["flags"].astype(np.uint64) & np.uint64(int(Flags.scaled))) != 0 \
         if "flags" in table else np.zeros(len(table), bool)
@@ -241,40 +316,33 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
             fixed_g[k] = m.value(m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]))
         else:
             models[k] = PhysicalModel.new(e.scan.oscillation_range if e.scan else (0.0, 0.0), params, b - a)
-    ref_target = _reference_target(reference, obs, table, space_group, params.anomalous) if reference else None
-    scaler = _Scaler(obs, models, params, ref_target, fixed_g)
+    return models, fixed_g
 
-    # 1. initial scaling on profile intensities (summation where there are none)
-    choice = params.intensity_choice
-    imid = None if choice == "sum" else 0.0
-    intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
-    active = np.isfinite(intensity) & (variance > 0)
-    cycles = scaler.refine(intensity, variance, active, progress, "scaling")
-    outlier = np.zeros(len(obs), bool)
-    if params.outlier_rejection == "standard":
-        outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, variance, active,
-                                  params.outlier_zmax)
 
-    # 2. intensity combination: the candidate whose scaled data have the best CC½
+def _choose_combination(obs, g, usable):
+    """Profile, summation and Imid combinations, each with the CC½ of its scaled data;
+    returns (the table, the best one's Imid)."""
+    cands = [("profile", 0.0), ("summation", None)]
+    pos = obs.i_sum[np.isfinite(obs.i_sum) & (obs.i_sum > 0)]
+    if len(pos):
+        cands += [(f"Imid {q:g}", float(q)) for q in np.unique(np.round(np.quantile(pos, IMID_QUANTILES), 1))]
     combination = []
-    if choice == "combine" and np.isfinite(obs.i_prf).any():
-        cands = [("profile", 0.0), ("summation", None)]
-        pos = obs.i_sum[np.isfinite(obs.i_sum) & (obs.i_sum > 0)]
-        if len(pos):
-            cands += [(f"Imid {q:g}", float(q)) for q in np.unique(np.round(np.quantile(pos, IMID_QUANTILES), 1))]
-        for name, value in cands:
-            i_c, v_c = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, value)
-            ok = active & ~outlier & np.isfinite(i_c) & (v_c > 0)
-            cc = cc_half_sigma_tau(obs.key[ok], i_c[ok] / scaler.g[ok], v_c[ok] / scaler.g[ok] ** 2)
-            combination.append({"choice": name, "imid": value, "cc_half": cc})
-        best = max(combination, key=lambda r: -np.inf if r["cc_half"] is None else r["cc_half"])
-        imid = best["imid"]
-        intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
-    active = np.isfinite(intensity) & (variance > 0) & ~outlier
+    for name, value in cands:
+        i_c, v_c = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, value)
+        ok = usable & np.isfinite(i_c) & (v_c > 0)
+        cc = cc_half_sigma_tau(obs.key[ok], i_c[ok] / g[ok], v_c[ok] / g[ok] ** 2)
+        combination.append({"choice": name, "imid": value, "cc_half": cc})
+    best = max(combination, key=lambda r: -np.inf if r["cc_half"] is None else r["cc_half"])
+    return combination, best["imid"]
 
-    # 3. error model, then the models refined with the new weights, and outliers again
+
+def _refine_with_error_model(scaler, obs, params, intensity, variance, active, outlier, progress):
+    """Error model (a, b) on the scaled data, models refined with its weights, outliers
+    again (twice with the basic model). Returns (error model, variances with it, outlier
+    mask, active mask, number of refinement cycles)."""
     em = {"a": 1.0, "b": 0.0, "refined": False, "reason": "error_model=none"}
     var_model = variance
+    cycles = 0
     for _ in range(2):
         if params.error_model == "basic":
             target = scaler.target(intensity, variance, active)
@@ -292,15 +360,7 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
             active = np.isfinite(intensity) & (variance > 0) & ~outlier
         if params.error_model != "basic":
             break
-
-    # 4. scaled intensities, their σ with the model's uncertainty
-    g = scaler.g
-    var_g = scaler.g_variance(intensity, var_model, active)
-    # as DIALS: intensity.scale.* is the unscaled intensity and its variance (error model and
-    # the model's uncertainty included); the scaled intensity is intensity.scale.value / g
-    scale_v = var_model + intensity ** 2 * var_g / g ** 2
-    return _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
-                    g, var_g, intensity, scale_v, em, combination, imid, cycles, reference, progress)
+    return em, var_model, outlier, active, cycles
 
 
 def _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
