@@ -145,17 +145,33 @@ def _find_spots(experiments, reflections, params, progress=None):
     return experiments, table, summary
 
 
-def _cosym(experiments, reflections, params, progress=None):
-    from .io.mtz import read_reference_intensities
+def _data_d_min(reflections, d_min) -> float | None:
+    """The high-resolution limit (Å) a reference model is calculated to: d_min, else the data's."""
+    if d_min:
+        return d_min
+    if reflections is not None and "d" in reflections and len(reflections):
+        import numpy as np
 
-    reference = read_reference_intensities(params.reference) if params.reference else None
-    return run_cosym(experiments, reflections, params, progress=progress, reference=reference)
+        d = np.asarray(reflections["d"], dtype=float)
+        d = d[np.isfinite(d) & (d > 0)]
+        return float(d.min()) if len(d) else None
+    return None
+
+
+def _reference(params, reflections, **model):
+    from .io.reference import read_reference
+
+    if not params.reference:
+        return None
+    return read_reference(params.reference, _data_d_min(reflections, params.d_min), **model)
+
+
+def _cosym(experiments, reflections, params, progress=None):
+    return run_cosym(experiments, reflections, params, progress=progress, reference=_reference(params, reflections))
 
 
 def _scale(experiments, reflections, params, progress=None):
-    from .io.mtz import read_reference_intensities
-
-    reference = read_reference_intensities(params.reference) if params.reference else None
+    reference = _reference(params, reflections, k_sol=params.k_sol, b_sol=params.b_sol)
     return run_scale(experiments, reflections, params, progress=progress, reference=reference)
 
 

@@ -51,8 +51,12 @@ class ScaleParams(StageParams):
                             aliases="scaling_options.anomalous")
     exclude_datasets: tuple[int, ...] = param((), "data sets (ids) to leave out",
                                               aliases="dataset_selection.exclude_datasets")
-    reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) to scale against instead of the "
-                                        "data's own merged intensities", aliases="scaling_options.reference")
+    reference: str | None = param(None, "a merged MTZ (IMEAN, I or F), or an atomic model (PDB or mmCIF) whose "
+                                        "calculated intensities (with bulk solvent) are scaled against instead of "
+                                        "the data's own merged intensities", aliases="scaling_options.reference")
+    k_sol: float = param(0.35, "reference model: bulk-solvent density (e/Å³); 0 leaves bulk solvent out", ge=0,
+                         aliases="reference_model.k_sol")
+    b_sol: float = param(46.0, "reference model: bulk-solvent B (Å²)", ge=0, aliases="reference_model.b_sol")
     rescale: bool = param(False, "rescale data sets that were scaled before even when new ones join them "
                                  "(default: keep their scales and scale only the new data sets against them — "
                                  "incremental scaling; data that were all scaled before are always rescaled)")

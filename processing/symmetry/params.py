@@ -13,7 +13,8 @@ class CosymParams(StageParams):
     space_group: str | None = param(None, "the space group to use (always honoured); None: determine it")
     lattice_group: str | None = param(None, "the lattice group to search within (a space group symbol, e.g. "
                                             "P 4/m m m); None: the highest the cells allow")
-    reference: str | None = param(None, "a merged MTZ (IMEAN, I or F) whose indexing the output follows, where "
+    reference: str | None = param(None, "a merged MTZ (IMEAN, I or F), or an atomic model (PDB or mmCIF) whose "
+                                        "calculated intensities serve, whose indexing the output follows where "
                                         "the Laue group allows more than one")
     d_min: float | None = param(None, "high-resolution limit (Å); None: where both min_i_mean_over_sigma_mean "
                                       "and min_cc_half fail (the higher resolution of the two)", gt=0)

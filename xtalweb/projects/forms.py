@@ -108,8 +108,9 @@ class StageRunForm(forms.Form):
             self.param_names.append(f.name)
         if "reference" in self.param_names:
             self.fields["reference_upload"] = forms.FileField(
-                required=False, label="Reference MTZ (upload)",
-                help_text=f"A merged MTZ (IMEAN, I or F), at most {MAX_REFERENCE_MB} MB; or give the path of one "
+                required=False, label="Reference MTZ or model (upload)",
+                help_text=f"A merged MTZ (IMEAN, I or F) or an atomic model (PDB, mmCIF), at most "
+                          f"{MAX_REFERENCE_MB} MB; or give the path of one "
                           "inside the data folders in the reference field.")
 
     @property
@@ -161,6 +162,7 @@ class StageRunForm(forms.Form):
 
         from processing.errors import XtalError
         from processing.io.mtz import read_reference_intensities
+        from processing.io.reference import is_model_file, read_model
 
         if upload.size > MAX_REFERENCE_MB * 1024 * 1024:
             self.add_error("reference_upload", f"{upload.name} is larger than {MAX_REFERENCE_MB} MB")
@@ -174,7 +176,7 @@ class StageRunForm(forms.Form):
                 f.write(chunk)
         os.replace(path + ".partial", path)
         try:
-            read_reference_intensities(path)
+            read_model(path) if is_model_file(path) else read_reference_intensities(path)
         except XtalError as exc:
             os.remove(path)
             self.add_error("reference_upload", f"{upload.name}: {exc}".replace(path + ": ", ""))
