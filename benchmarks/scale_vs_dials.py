@@ -15,7 +15,11 @@ here, the same way for both, from each program's scaled.refl: intensity.scale.va
 inverse_scale_factor of rows flagged scaled and not bad_for_scaling).
 
     .venv/bin/python benchmarks/scale_vs_dials.py --cases 24 200 --dials
-    .venv/bin/python benchmarks/scale_vs_dials.py --integrated /tmp/insulin24 --dials
+    .venv/bin/python benchmarks/scale_vs_dials.py --integrated /tmp/insulin24 --dials --filter
+
+With ``--filter`` each program then continues as the tutorial does on its own scaled
+data: compute_delta_cchalf, then scale of filtered.expt/.refl (``tutorial_chain``: data
+sets removed, times, statistics and CC to the truth of the rescaled data).
 """
 from __future__ import annotations
 
@@ -127,6 +131,8 @@ def compare(folder: str, symmetrized: tuple[str, str] | None, integrated: tuple[
                                    os.path.join(folder, f"{name}_scaled.refl"), truth))
         else:
             res["error"] = (last.get("stderr") or "")[-500:]
+        if args.filter and last.get("returncode") == 0:
+            res["tutorial_chain"] = filter_and_rescale(name, folder, scale, args)
         out[name] = res
     if "dials" in out and out["xtal"]["scale"].get("seconds_median") and out["dials"]["scale"].get("seconds_median"):
         out["time_ratio_xtal_over_dials"] = round(out["xtal"]["scale"]["seconds_median"]
@@ -134,6 +140,33 @@ def compare(folder: str, symmetrized: tuple[str, str] | None, integrated: tuple[
         if out["xtal"]["scale"].get("peak_mb") and out["dials"]["scale"].get("peak_mb"):
             out["memory_ratio_xtal_over_dials"] = round(out["xtal"]["scale"]["peak_mb"]
                                                         / out["dials"]["scale"]["peak_mb"], 3)
+    return out
+
+
+FILTER = {"xtal": XTAL + ["compute_delta_cchalf"], "dials": ["/usr/bin/dials.compute_delta_cchalf"]}
+
+
+def filter_and_rescale(name: str, folder: str, scale: list[str], args) -> dict:
+    """The tutorial's next steps on a program's own scaled data: ΔCC½ filtering
+    (compute_delta_cchalf, defaults), then scale the filtered data again."""
+    f = timed(FILTER[name] + [f"{name}_scaled.expt", f"{name}_scaled.refl",
+                              f"output.experiments={name}_filtered.expt", f"output.reflections={name}_filtered.refl"],
+              folder, args.timeout)
+    out = {"compute_delta_cchalf": entry(f)}
+    if f.get("returncode"):
+        out["error"] = (f.get("stderr") or "")[-500:]
+        return out
+    with open(os.path.join(folder, f"{name}_scaled.expt")) as a, open(os.path.join(folder, f"{name}_filtered.expt")) as b:
+        out["datasets_removed"] = len(json.load(a)["experiment"]) - len(json.load(b)["experiment"])
+    s = timed(scale + [f"{name}_filtered.expt", f"{name}_filtered.refl", f"output.experiments={name}_rescaled.expt",
+                       f"output.reflections={name}_rescaled.refl"], folder, args.timeout)
+    out["scale"] = entry(s)
+    if s.get("returncode"):
+        out["error"] = (s.get("stderr") or "")[-500:]
+        return out
+    out.update(summary_numbers(s["stdout"]))
+    out.update(cc_to_truth(os.path.join(folder, f"{name}_rescaled.expt"), os.path.join(folder, f"{name}_rescaled.refl"),
+                           os.path.join(folder, "data", "true.mtz")))
     return out
 
 
@@ -157,6 +190,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--integrated", default=None, help="a folder with integrated.expt/.refl and data/true.mtz")
     ap.add_argument("--dials", action="store_true", help="also run /usr/bin/dials.cosym and dials.scale")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each scale command (median reported)")
+    ap.add_argument("--filter", action="store_true",
+                    help="then the tutorial's chain: compute_delta_cchalf and scale the filtered data again")
     ap.add_argument("--timeout", type=float, default=7200)
     ap.add_argument("--root", default=None)
     args = ap.parse_args(argv)
