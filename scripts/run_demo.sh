@@ -14,7 +14,11 @@ mkdir -p var "${DATA_ROOTS%%:*}" "$WORK_ROOT"
 $PY manage.py migrate --noinput
 $PY manage.py xtal_demo_user
 
-.venv/bin/celery -A xtalweb worker --loglevel=info --concurrency=2 >var/celery.log 2>&1 &
+# One worker for everything: the configured queue and its .sweeps (per-sweep units) and
+# .ensemble (ensemble stages, joins) queues (xtalweb/routing.py; README "Several workers").
+QUEUE="${CELERY_QUEUE:-xtalweb}"
+.venv/bin/celery -A xtalweb worker --loglevel=info --concurrency=2 -Q "$QUEUE,$QUEUE.sweeps,$QUEUE.ensemble" \
+  >var/celery.log 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null || true' EXIT INT TERM
 

@@ -1,5 +1,5 @@
-// Live project page: poll status.json every 2 s and redraw the sweeps and runs tables
-// (with each fanned-out run's per-sweep status, progress and message).
+// Live project page: poll status.json every 2 s and redraw the pipeline overview and the
+// sweeps and runs tables (with each fanned-out run's per-sweep status, progress and message).
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -108,6 +108,120 @@
     return tr;
   }
 
+  // --- the pipeline overview (templates/projects/_overview.html, the same markup) ---
+  function link(text, href, cls) {
+    var a = el("a", text, cls); a.href = href;
+    return a;
+  }
+  function stageNext(n) {
+    var li = el("li", null, "next-" + n.kind);
+    if (n.kind === "retry") {
+      var form = retryForm({retry_url: n.url});
+      if (form) { form.querySelector("button").textContent = n.text; li.appendChild(form); }
+      else li.textContent = n.text;
+    } else if (n.url) {
+      var a = link(n.text, n.url);
+      if (n.kind === "download") a.setAttribute("download", "");
+      li.appendChild(a);
+    } else {
+      li.textContent = n.text;
+    }
+    return li;
+  }
+  function stageCard(s) {
+    var li = el("li", null, "stage state-" + s.state);
+    li.id = "stage-" + s.stage; li.setAttribute("data-stage", s.stage);
+    var head = el("div", null, "stage-head");
+    head.appendChild(el("span", s.step, "step"));
+    head.appendChild(el("span", s.title, "stage-title"));
+    head.appendChild(el("span", s.state_label, "badge " + s.state));
+    li.appendChild(head);
+    if (s.alternative_of) li.appendChild(el("p", "instead of " + s.alternative_title, "stage-alt"));
+    var hasProgress = s.progress !== null && s.progress !== undefined;
+    if (hasProgress || s.progress_text) {
+      var p = el("p", null, "stage-progress");
+      if (hasProgress) {
+        p.appendChild(bar(s.progress));
+        p.appendChild(document.createTextNode(" "));
+        p.appendChild(el("span", Math.round(s.progress * 100) + "%", "percent"));
+      }
+      if (s.progress_text) {
+        p.appendChild(document.createTextNode(" "));
+        p.appendChild(el("span", s.progress_text, "progress-text"));
+      }
+      li.appendChild(p);
+    }
+    if (s.counts && s.counts.text) li.appendChild(el("p", s.counts.text, "counts"));
+    if (s.facts && s.facts.length) {
+      var facts = el("p", null, "facts");
+      s.facts.forEach(function (f, k) {
+        if (k) facts.appendChild(document.createTextNode(" · "));
+        facts.appendChild(el("span", f, "fact"));
+      });
+      li.appendChild(facts);
+    }
+    if (s.error) { var e = el("p", s.error, "stage-error"); e.setAttribute("role", "alert"); li.appendChild(e); }
+    if (s.problems && s.problems.length) {
+      var ul = el("ul", null, "problems");
+      s.problems.forEach(function (x) {
+        var item = el("li");
+        if (x.name) {
+          item.appendChild(link(x.name, s.run.report_url));
+          item.appendChild(document.createTextNode(": "));
+        }
+        item.appendChild(document.createTextNode(x.reason));
+        ul.appendChild(item);
+      });
+      if (s.problems_more) {
+        var more = el("li", null, "more");
+        more.appendChild(link("and " + s.problems_more + " more", s.run.report_url));
+        ul.appendChild(more);
+      }
+      li.appendChild(ul);
+    }
+    if (s.note) li.appendChild(el("p", s.note, "stage-note"));
+    if (s.next && s.next.length) {
+      var nx = el("ul", null, "next");
+      s.next.forEach(function (n) { nx.appendChild(stageNext(n)); });
+      li.appendChild(nx);
+    }
+    if (s.run) {
+      var r = el("p", null, "run-link");
+      r.appendChild(link("run #" + s.run.id, s.run.report_url));
+      if (s.n_runs > 1) {
+        r.appendChild(document.createTextNode(" "));
+        r.appendChild(el("span", "(latest of " + s.n_runs + ")", "meta"));
+      }
+      r.appendChild(document.createTextNode(" · "));
+      r.appendChild(link("log", s.run.log_url));
+      li.appendChild(r);
+    }
+    return li;
+  }
+  function drawOverview(o) {
+    var list = document.getElementById("pipeline");
+    if (!list || !o) return;
+    var frag = document.createDocumentFragment();
+    o.stages.forEach(function (s) { frag.appendChild(stageCard(s)); });
+    list.replaceChildren(frag);
+    var done = document.getElementById("overview-done");
+    if (done) done.textContent = o.n_done + " of " + o.n_stages + " stages done";
+  }
+
+  // "run cosym" links to the closed <details> of its form: open it
+  function openTarget() {
+    var id = window.location.hash.slice(1);
+    var target = id && document.getElementById(id);
+    if (target && target.tagName === "DETAILS") target.open = true;
+  }
+  window.addEventListener("hashchange", openTarget);
+  document.addEventListener("click", function (ev) {
+    var a = ev.target.closest && ev.target.closest("a[href^='#form-']");
+    var target = a && document.getElementById(a.getAttribute("href").slice(1));
+    if (target && target.tagName === "DETAILS") target.open = true;
+  });
+  openTarget();
+
   function refresh() {
     if (document.hidden) { setTimeout(refresh, PERIOD_MS); return; }
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
@@ -115,6 +229,7 @@
       .then(function (data) {
         replaceBody("#sweeps", data.sweeps.map(sweepRow), "No sweeps imported yet.", 8);
         replaceBody("#runs", data.runs.map(runRow), "No stage runs yet.", 8);
+        drawOverview(data.overview);
       })
       .catch(function () { /* keep the last view; try again next time */ })
       .finally(function () { setTimeout(refresh, PERIOD_MS); });

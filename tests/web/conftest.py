@@ -5,10 +5,11 @@ Run with a real PostgreSQL and Redis, as the Makefile does:
     DATABASE_URL=postgresql://root@127.0.0.1:5432/test REDIS_URL=redis://127.0.0.1:6379/0 \
         .venv/bin/pytest tests/web
 
-Every task this session sends goes to a queue of its own (``xtalweb-test-<random>``),
-so a worker of ``make run`` (or another test session) never sees it, and the session's
-worker never sees theirs. The worker runs in a thread of the test process
-(``celery.contrib.testing.worker.start_worker``), consuming that queue from Redis: it
+Every task this session sends goes to queues of its own (``xtalweb-test-<random>`` and
+its ``.sweeps`` and ``.ensemble`` queues, ``xtalweb.routing``), so a worker of ``make run``
+(or another test session) never sees them, and the session's worker never sees theirs.
+The worker runs in a thread of the test process
+(``celery.contrib.testing.worker.start_worker``), consuming those queues from Redis: it
 shares the test database and the ``settings`` overrides of the running test.
 """
 
@@ -33,8 +34,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _celery_test_queue():
-    """Route every task of this session to the session's own queue; drop it afterwards."""
+    """Route every task of this session to the session's own queues (the routing derives
+    ``<queue>.sweeps`` and ``<queue>.ensemble`` from the default queue); drop them afterwards."""
     from xtalweb.celery import app
+    from xtalweb.routing import queue_names
 
     app.conf.task_default_queue = TEST_QUEUE
     app.amqp.__dict__.pop("queues", None)  # rebuilt from the new default on next use
@@ -42,20 +45,23 @@ def _celery_test_queue():
     try:
         with app.connection_for_write() as conn:
             client = conn.default_channel.client
-            client.delete(TEST_QUEUE, f"_kombu.binding.{TEST_QUEUE}", f"_kombu.binding_permanent.{TEST_QUEUE}")
+            for q in queue_names(TEST_QUEUE):
+                client.delete(q, f"_kombu.binding.{q}", f"_kombu.binding_permanent.{q}")
     except Exception:  # Redis gone: nothing to clean
         pass
 
 
 @pytest.fixture(scope="session")
 def celery_worker(_celery_test_queue, django_db_setup, django_db_blocker):
-    """A real Celery worker (solo pool, in a thread) consuming the session's queue."""
+    """A real Celery worker (solo pool, in a thread) consuming the session's queues (all
+    three, as the worker of ``make run`` does)."""
     from celery.contrib.testing import tasks as _ping_task  # noqa: F401  registers celery.ping
     from celery.contrib.testing.worker import start_worker
     from celery.signals import task_postrun
     from django.db import connection, connections
 
     from xtalweb.celery import app
+    from xtalweb.routing import queue_names
 
     if connection.vendor not in ("postgresql", "sqlite"):
         pytest.fail(f"the worker tests run on PostgreSQL or SQLite, not {connection.vendor}")
@@ -77,6 +83,7 @@ def celery_worker(_celery_test_queue, django_db_setup, django_db_blocker):
             ping_task_timeout=20.0,
             shutdown_timeout=60.0,
             loglevel="WARNING",
+            queues=list(queue_names(_celery_test_queue)),
         ) as worker:
             yield worker
     finally:

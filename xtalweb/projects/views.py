@@ -106,10 +106,12 @@ def _render_project(request, project, bound: StageRunForm | None = None, status:
 
     files = [{"run": r, "files": downloads_of(r)}
              for r in project.runs.filter(stage__in=DOWNLOAD_STAGES, status__in=StageRun.USABLE).order_by("-id")]
+    from .overview import project_overview, safe_overview
+
     return render(
         request,
         "projects/project_detail.html",
-        {"project": project, "sweeps": project.sweeps.all(),
+        {"project": project, "sweeps": project.sweeps.all(), "overview": safe_overview(project_overview, project),
          "runs": project.runs.prefetch_related("sweep_runs", "parents"),
          "downloads": [f for f in files if f["files"]],
          "stage_forms": _stage_forms(project, bound)},
@@ -211,12 +213,16 @@ def scale_drop(request, pk: int, run_id: int):
 @login_required
 @require_GET
 def project_status(request, pk: int):
+    from .overview import build_overview, safe_overview
+
     project = get_project_for_user(request, pk)
+    all_runs = list(project.runs.prefetch_related("sweep_runs", "parents"))
     return JsonResponse(
         {
             "project": {"id": project.pk, "name": project.name},
-            "runs": [run.as_dict(compact=True) for run in project.runs.prefetch_related("sweep_runs", "parents")],
+            "runs": [run.as_dict(compact=True) for run in all_runs],
             "sweeps": [sweep.as_dict() for sweep in project.sweeps.all()],
+            "overview": safe_overview(build_overview, all_runs),
         },
         json_dumps_params={"allow_nan": False},
     )
