@@ -30,6 +30,8 @@ from .merging.resolution_stage import EstimateResolutionParams, run_estimate_res
 from .export import ExportParams, run_export
 from .merging.filter_params import DeltaCcHalfParams
 from .merging.filtering import run_compute_delta_cchalf
+from .multiplex.params import ClusterParams
+from .multiplex.stage import run_cluster
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "mean − 4σ, rescale, re-estimate d_min (dials.compute_delta_cchalf; xia2.multiplex filtering)",
           DeltaCcHalfParams, _with_reflections(run_compute_delta_cchalf), inputs=("scaled.expt", "scaled.refl"),
           outputs=("filtered.expt", "filtered.refl"), per_sweep=False, previous="scale"),
+    Stage("cluster", "cluster", "unit-cell and intensity clustering of scaled data sets: dendrograms, correlation "
+          "and cos-angle matrices, the candidate clusters with their statistics (xia2.multiplex's clustering)",
+          ClusterParams, _with_reflections(run_cluster), inputs=("scaled.expt", "scaled.refl"), outputs=(),
+          per_sweep=False, previous="scale"),
 )}
 
 

@@ -31,6 +31,8 @@ class Command:
     #: DIALS words accepted for compatibility and ignored (e.g. output.log)
     ignored: tuple[str, ...] = ()
     progress: bool = False
+    #: accept ``output.json=path`` (or ``json=path``): the summary written there as strict JSON
+    json_report: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -88,6 +90,28 @@ def output_key(file_name: str) -> str:
     return file_name.rsplit(".", 1)[0]
 
 
+def pop_json(words: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``output.json=path`` / ``json=path`` out of ``words``: (path or None, the other words)."""
+    path, kept = None, []
+    for w in words:
+        key, _, value = w.partition("=")
+        if key.strip() in ("output.json", "json"):
+            path = value.strip() or None
+        else:
+            kept.append(w)
+    return path, kept
+
+
+def write_json_report(path: str, summary: dict) -> str:
+    """Write the summary to ``path`` as strict JSON, atomically; the line that says so."""
+    import json
+
+    from ..io.files import write_bytes_atomic
+
+    write_bytes_atomic(path, json.dumps(summary, allow_nan=False, indent=1).encode(), "JSON report")
+    return f"Saving the report to {path}"
+
+
 def default_outputs(stage) -> dict[str, str]:
     """``{"experiments": "indexed.expt", "reflections": "indexed.refl"}`` (``mtz``, ``mmcif``)
     from the stage's outputs."""
@@ -137,6 +161,8 @@ def print_help(command: Command, stage) -> None:
         print(f"  {name} = {default}\n      {text}" + (f" ({bounds})" if bounds else ""))
     for key, name in default_outputs(stage).items():
         print(f"  output.{key} = {name}")
+    if command.json_report:
+        print("  output.json = None\n      the summary as a JSON report (strict JSON), if a path is given")
     for note in command.notes:
         print(note)
 
@@ -151,7 +177,8 @@ def run_command(command: Command, argv: list[str]) -> int:
         print_help(command, stage)
         return 0
     outputs, words = pop_outputs(words, **default_outputs(stage))
-    check_output_folders(outputs)
+    json_path, words = pop_json(words) if command.json_report else (None, words)
+    check_output_folders(dict(outputs, **({"json": json_path} if json_path else {})))
     words = [w for w in words if w.partition("=")[0].strip() not in command.ignored]
     extra = command.inputs(files, words) if command.inputs else {}
     params = from_strings(stage.params, words, **extra)
@@ -169,4 +196,6 @@ def run_command(command: Command, argv: list[str]) -> int:
         print(text)
     for line in write_outputs(experiments, reflections, outputs, params):
         print(line)
+    if json_path:
+        print(write_json_report(json_path, summary))
     return 0

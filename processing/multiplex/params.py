@@ -1,6 +1,8 @@
-"""MultiplexParams: the clustering parameters of ``xtal multiplex`` (xia2.multiplex); names as xia2's."""
+"""The clustering parameters, names as xia2.multiplex's: ``MultiplexParams`` (``xtal multiplex``) and
+``ClusterParams`` (the ``cluster`` stage: the same fields, minus the crystal forms' ``min_cluster_size``)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..params import StageParams, param
@@ -38,4 +40,25 @@ class MultiplexParams(StageParams):
                          "exactly)", ge=0)
 
 
-__all__ = ["MultiplexParams"]
+def _as_in_multiplex(name: str):
+    """A field with the default, help, limits and aliases of ``MultiplexParams.<name>``."""
+    f = MultiplexParams.__dataclass_fields__[name]
+    return dataclasses.field(default=f.default, metadata=f.metadata)
+
+
+@dataclass(frozen=True)
+class ClusterParams(StageParams):
+    """Parameters of xtal cluster: unit-cell and intensity clustering of scaled data, the candidate
+    clusters and which of them xia2.multiplex would merge (each field as in xtal multiplex)."""
+
+    cluster_method: str = _as_in_multiplex("cluster_method")
+    min_completeness: float | None = _as_in_multiplex("min_completeness")
+    min_multiplicity: float | None = _as_in_multiplex("min_multiplicity")
+    max_clusters: int | None = _as_in_multiplex("max_clusters")
+    unit_cell_threshold: float = _as_in_multiplex("unit_cell_threshold")
+    min_common: int = _as_in_multiplex("min_common")
+    dimensions: int | None = _as_in_multiplex("dimensions")
+    seed: int = _as_in_multiplex("seed")
+
+
+__all__ = ["ClusterParams", "MultiplexParams"]

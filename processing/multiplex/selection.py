@@ -15,7 +15,7 @@ import numpy as np
 
 from ..merging.merge import d_spacing, valid_observations
 from ..merging.statistics import merging_statistics
-from .params import MultiplexParams
+from .params import ClusterParams, MultiplexParams
 
 
 def _key(members) -> tuple:
@@ -43,7 +43,7 @@ def cluster_statistics(members, hkl, intensity, variance, dataset, space_group: 
 
 
 def select_clusters(candidates, hkl, intensity, variance, dataset, space_group: gemmi.SpaceGroup, cell,
-                    params: MultiplexParams | None = None, *, n_bins: int = 10) -> dict:
+                    params: MultiplexParams | ClusterParams | None = None, *, n_bins: int = 10) -> dict:
     """The clusters to merge among ``candidates`` (dicts with ``members`` and optionally
     ``method``, ``node``, ``height``; e.g. the ``clusters`` of the intensity clusterings,
     tagged with their method).

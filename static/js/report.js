@@ -45,7 +45,10 @@
     if (!window.Plotly) return;
     figures.forEach(function (f) {
       var div = document.getElementById("figure-" + f.id);
-      if (div) window.Plotly.react(div, f.data, f.layout, {responsive: true, displaylogo: false});
+      if (!div) return;
+      // a responsive plot fills its div: give the div the figure's height, or it is squeezed
+      if (f.layout && f.layout.height) div.style.height = f.layout.height + "px";
+      window.Plotly.react(div, f.data, f.layout, {responsive: true, displaylogo: false});
     });
   }
 

@@ -178,6 +178,17 @@ def test_every_stage_summary_is_strict_json_on_degenerate_input(tiny):
     # would be too few)
     _, _, cases["estimate_resolution"] = _raw("estimate_resolution", sc_e, sc_r)
     _, _, cases["compute_delta_cchalf"] = _raw("compute_delta_cchalf", sc_e, sc_r, mode="image_group")
+    # cluster: the two data sets; then the second with NaN scaled intensities only (no CC, no usable row)
+    assert len(sc_e) == 2
+    _, _, two = _raw("cluster", sc_e, sc_r, dimensions=2)
+    assert [c["members"] for c in two["clusters"]] == [[0, 1]] and strict(two)
+    nan_r = sc_r.select(np.ones(len(sc_r), bool))
+    v = nan_r["intensity.scale.value"].copy()
+    v[nan_r["id"] == 1] = np.nan
+    nan_r["intensity.scale.value"] = v
+    _, _, cases["cluster"] = _raw("cluster", sc_e, nan_r, dimensions=2)
+    assert cases["cluster"]["no_observations"] == [1]
+    assert cases["cluster"]["correlation"]["correlation"][0][1] is None
     one = ens_r.select(np.nonzero(ids == 0)[0][:30])
     _, _, cases["symmetry"] = _raw("symmetry", ExperimentList([ens_e[0]]), one)
     assert set(cases) == set(STAGES), "every stage of the registry needs a degenerate case here"

@@ -96,7 +96,10 @@ def run_ensemble(stagerun_id: int) -> str | None:
             out_dir = new_output_dir(run.project.work_dir, run.stage)
             for name in stage.outputs:
                 write_output(os.path.join(out_dir, name), out_e, out_r, params=params)
-            ctx.info("Wrote %s into %s", ", ".join(stage.outputs), out_dir)
+            if stage.outputs:
+                ctx.info("Wrote %s into %s", ", ".join(stage.outputs), out_dir)
+            else:
+                ctx.info("No files to write: the results are in the run's summary (its report)")
             left_out = {sweep_of.get(x.get("identifier")): x.get("reason", "") for x in summary.get("excluded") or []}
             with transaction.atomic():
                 now = timezone.now()

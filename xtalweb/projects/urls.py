@@ -2,7 +2,7 @@ from django.urls import path
 
 from xtalweb.reports import views as report_views
 
-from . import downloads, history, steering_views, views
+from . import cluster_views, downloads, history, steering_views, views
 
 urlpatterns = [
     path("", views.project_list, name="project_list"),
@@ -20,6 +20,7 @@ urlpatterns = [
     path("<int:pk>/runs/<int:run_id>/merge-at-d-min", steering_views.merge_at_d_min, name="merge_at_d_min"),
     path("<int:pk>/runs/<int:run_id>/drop-delta-cc-half", steering_views.delta_cc_half_drop,
          name="delta_cc_half_drop"),
+    path("<int:pk>/runs/<int:run_id>/cluster-merge", cluster_views.cluster_merge, name="cluster_merge"),
     path("<int:pk>/runs/<int:run_id>/datasets/", history.run_datasets_view, name="run_datasets"),
     path("<int:pk>/runs/<int:run_id>/", report_views.stagerun_report, name="stagerun_report"),
     path("<int:pk>/runs/<int:run_id>/report.json", report_views.stagerun_report_json, name="stagerun_report_json"),
