@@ -5,10 +5,11 @@ would run it by hand.
 import → find_spots → index (joint=false: each sweep on its own) → refine → integrate,
 the sweeps in parallel where a stage allows (nproc); a sweep that fails is reported with
 its reason and left out; then the ensemble: cosym → scale → ΔCC½ filtering (xia2.multiplex's
-iterative way, rescaled) → merge and export. Every stage writes its DIALS-named files in
+iterative way, rescaled) → merge and export, and the clusters of the filtered data sets
+(xtal cluster: unit-cell and intensity dendrograms, candidate clusters with their statistics). Every stage writes its DIALS-named files in
 ``output_dir`` (so any step can be rerun by hand), and one summary is printed at the end:
 per sweep (spots, % indexed, RMSDs, integrated), then the symmetry, the merging
-statistics, the resolution estimate and the files written.
+statistics, the resolution estimate, the clusters and the files written.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 from ..errors import XtalError
 from ..params import from_strings
 from .command import split_args
+from .cluster import report as cluster_report
 from .merging_table import format_merging_table
 from .tables import num, psql_table
 
@@ -121,6 +123,8 @@ def run(argv: list[str]) -> int:
                                   _params("compute_delta_cchalf", values, max_cycles=6, final_rescale=True))
     _, _, merge_s = step("merge", filt_e, filt_r, _params("merge", values))
     step("export", filt_e, filt_r, _params("export", values))
+    cluster_params = _params("cluster", values)
+    _, _, cluster_s = step("cluster", filt_e, filt_r, cluster_params)
 
     best = cosym_s["best"]
     print("\n" + "=" * 80 + "\nSummary\n")
@@ -137,6 +141,8 @@ def run(argv: list[str]) -> int:
         print(f"Resolution estimate (CC½ = 0.3): {est['d_min']:.2f} Å")
     print()
     print("\n".join(format_merging_table(merge_s["merging_statistics"])))
+    print("\nClusters of the filtered data sets (xtal cluster; the ten largest):")
+    print(cluster_report(dict(cluster_s, clusters=cluster_s["clusters"][:10]), None, None, cluster_params))
     print("\nTime (s): " + ", ".join(f"{k} {v}" for k, v in seconds.items()))
     print("Files: " + ", ".join(sorted({os.path.basename(w.rsplit(' to ', 1)[-1]) for w in written})))
     return 0

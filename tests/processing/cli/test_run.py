@@ -35,6 +35,9 @@ def test_one_summary_at_the_end(whole_run):
     cc_half = next(line for line in out.splitlines() if line.startswith("CC half")).split()[2]
     assert float(cc_half) > 0.95
     assert "merged.mtz" in out.splitlines()[-1]
+    # the clusters of the filtered data: the whole ensemble is the first (largest) candidate
+    clusters = table_rows(out.split("Clusters of the filtered data sets", 1)[1], "Completeness")
+    assert clusters and int(clusters[0][1]) == 3 and float(clusters[0][6]) > 0.95
 
 
 def test_a_wrong_parameter_is_one_line(tmp_path):
