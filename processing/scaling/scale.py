@@ -6,9 +6,12 @@
 2. Each data set gets a physical model (``model.py``) — or keeps the one it was scaled
    with before (incremental scaling) — refined against the merged intensities, or a
    reference's, by block Levenberg–Marquardt (``minimiser.py``).
-3. Intensity choice (``combine``): profile, summation, or their Imid mix, whichever
-   scaled data have the best CC½; outlier rejection (``outliers.py``); the error model
-   (``error_model.py``); the models refined again with the new weights.
+3. In dials.scale's order: scaling weighted with the error model's starting values
+   (a = 1, b = 0.02) after outliers within each data set; outliers (``outliers.py``);
+   intensity choice (``combine``: profile, summation, or their Imid mix, whichever scaled
+   data have the best CC½), outliers; scaling, outliers; the error model
+   (``error_model.py``) on the observations that are not outliers; scaling with its
+   weights, outliers with its σ; the error model again, for the output σ.
 4. Scaled intensities (I/g, with the model's uncertainty added to σ²), DIALS's columns
    and flags, and the merging statistics (``processing.merging``).
 
@@ -21,14 +24,13 @@ import copy
 
 import gemmi
 import numpy as np
-from scipy.special import ndtri
 
 from ..errors import XtalError
 from ..merging.statistics import cc_half_sigma_tau, merging_statistics
 from ..reflections import Flags
 from ..summary import json_ready
 from . import error_model, outliers
-from .data import observations, select
+from .data import equivalence_ops, observations, reflection_keys, select
 from .minimiser import Fit, covariance, merged_estimate, step
 from .model import PhysicalModel
 from .params import ScaleParams
@@ -235,26 +237,37 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
     ref_target = _reference_target(reference, obs, table, space_group, params.anomalous) if reference else None
     scaler = _Scaler(obs, models, params, ref_target, fixed_g)
 
-    # 1. initial scaling on profile intensities (summation where there are none)
+    # 1. initial scaling on profile intensities (summation where there are none), weighted with
+    #    the error model's starting values (b on each observation's own intensity: no scales yet),
+    #    outliers first rejected within each data set alone; then outliers across them (σ as given)
     imid = None if params.intensity_choice == "sum" else 0.0
     intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
-    active = np.isfinite(intensity) & (variance > 0)
-    cycles = scaler.refine(intensity, variance, active, progress, "scaling")
-    outlier = np.zeros(len(obs), bool)
-    if params.outlier_rejection == "standard":
-        outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, variance, active,
-                                  params.outlier_zmax)
+    start = error_model.START if params.error_model == "basic" else (1.0, 0.0)
+    valid = np.isfinite(intensity) & (variance > 0)
+    var_start = error_model.apply(variance, intensity, *start)
+    outlier = _outliers(scaler, params, intensity, var_start, valid, _per_dataset_groups(obs))
+    cycles = scaler.refine(intensity, var_start, valid & ~outlier, progress, "scaling")
+    outlier = _outliers(scaler, params, intensity, variance, valid)
 
-    # 2. intensity combination: the candidate whose scaled data have the best CC½
+    # 2. intensity combination: the candidate whose scaled data have the best CC½, outliers again;
+    #    the models refined, outliers again (σ with the starting error model)
     combination = []
     if params.intensity_choice == "combine" and np.isfinite(obs.i_prf).any():
-        combination, imid = _choose_combination(obs, scaler.g, active & ~outlier)
+        combination, imid = _choose_combination(obs, scaler.g, valid & ~outlier)
         intensity, variance = combine(obs.i_prf, obs.v_prf, obs.i_sum, obs.v_sum, imid)
-    active = np.isfinite(intensity) & (variance > 0) & ~outlier
+        valid = np.isfinite(intensity) & (variance > 0)
+        outlier = _outliers(scaler, params, intensity, _model_variance(scaler, intensity, variance, valid & ~outlier,
+                                                                        start), valid)
+    cycles += scaler.refine(intensity, _model_variance(scaler, intensity, variance, valid & ~outlier, start),
+                            valid & ~outlier, progress, "scaling")
+    outlier = _outliers(scaler, params, intensity, _model_variance(scaler, intensity, variance, valid & ~outlier,
+                                                                    start), valid)
 
-    # 3. error model, then the models refined with the new weights, and outliers again
-    em, var_model, outlier, active, more = _refine_with_error_model(scaler, obs, params, intensity, variance,
-                                                                    active, outlier, progress)
+    # 3. error model, the models refined with its weights, outliers with it, the error model again
+    groups = _anomalous_groups(obs, table, space_group, params.anomalous)
+    em, var_model, outlier, more = _refine_with_error_model(scaler, params, groups, intensity, variance, valid,
+                                                            outlier, start, progress)
+    active = valid & ~outlier
     cycles += more
 
     # 4. scaled intensities, their σ with the model's uncertainty
@@ -264,7 +277,7 @@ def run_scale(experiments, reflections, params: ScaleParams, progress=None, refe
     # the model's uncertainty included); the scaled intensity is intensity.scale.value / g
     scale_v = var_model + intensity ** 2 * var_g / g ** 2
     return _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
-                    g, var_g, intensity, scale_v, em, combination, imid, cycles, reference, progress)
+                    g, var_g, intensity, scale_v, em, combination, imid, cycles, reference, progress, groups)
 
 
 def _check_input(experiments, reflections, params):
@@ -336,35 +349,64 @@ def _choose_combination(obs, g, usable):
     return combination, best["imid"]
 
 
-def _refine_with_error_model(scaler, obs, params, intensity, variance, active, outlier, progress):
-    """Error model (a, b) on the scaled data, models refined with its weights, outliers
-    again (twice with the basic model). Returns (error model, variances with it, outlier
-    mask, active mask, number of refinement cycles)."""
-    em = {"a": 1.0, "b": 0.0, "refined": False, "reason": "error_model=none"}
-    var_model = variance
-    cycles = 0
-    for _ in range(2):
-        if params.error_model == "basic":
-            target = scaler.target(intensity, variance, active)
-            means = target[obs.group]
-            # every valid observation, earlier outliers too: the robust fit is not swayed by them
-            ok = np.isfinite(intensity) & (variance > 0) & np.isfinite(means)
-            em = error_model.refine_error_model(obs.group[ok], scaler.n_groups, intensity[ok] / scaler.g[ok],
-                                                variance[ok] / scaler.g[ok] ** 2)
-            scaled_mean = np.where(np.isfinite(means), means, intensity / scaler.g)
-            var_model = error_model.apply(variance, scaler.g * scaled_mean, em["a"], em["b"])
-        cycles += scaler.refine(intensity, var_model, active, progress, "scaling with the error model")
-        if params.outlier_rejection == "standard":
-            outlier = outliers.reject(obs.group, scaler.n_groups, scaler.g, intensity, var_model,
-                                      np.isfinite(intensity) & (variance > 0), params.outlier_zmax)
-            active = np.isfinite(intensity) & (variance > 0) & ~outlier
-        if params.error_model != "basic":
-            break
-    return em, var_model, outlier, active, cycles
+def _per_dataset_groups(obs):
+    """Reflection groups within each data set (for the first outlier rejection, data sets alone)."""
+    _, group = np.unique(obs.group.astype(np.int64) * (int(obs.dataset.max()) + 1) + obs.dataset,
+                         return_inverse=True)
+    return group.ravel()
+
+
+def _outliers(scaler, params, intensity, variance, valid, group=None):
+    """Outlier mask among the ``valid`` observations (standard rejection, zmax), weights 1/``variance``."""
+    if params.outlier_rejection != "standard":
+        return np.zeros(len(intensity), bool)
+    group = scaler.obs.group if group is None else group
+    return outliers.reject(group, int(group.max()) + 1, scaler.g, intensity, variance, valid, params.outlier_zmax)
+
+
+def _model_variance(scaler, intensity, variance, active, model):
+    """σ'² of the error model ``(a, b)`` with each observation's expected intensity g·Ĩ_h in the b
+    term (Ĩ_h from the ``active`` observations, weights 1/σ², or the reference's; the observation's
+    own intensity where its reflection has no mean)."""
+    expected = scaler.g * scaler.target(intensity, variance, active)[scaler.obs.group]
+    return error_model.apply(variance, np.where(np.isfinite(expected), expected, intensity), *model)
+
+
+def _anomalous_groups(obs, table, space_group, anomalous):
+    """Reflection groups with Friedel mates apart (DIALS fits the error model on those)."""
+    if anomalous:
+        return obs.group
+    keys = reflection_keys(table["miller_index"][obs.row], equivalence_ops(space_group, True))
+    return np.unique(keys, return_inverse=True)[1].ravel()
+
+
+def _refine_with_error_model(scaler, params, group, intensity, variance, valid, outlier, start, progress):
+    """As dials.scale after the intensity choice: the error model fitted on the observations
+    that are not outliers, the models refined with its weights, outliers rejected with them,
+    the error model fitted again (it sets the output σ). Returns (error model, variances with
+    it, outlier mask, number of refinement cycles)."""
+    em = {"a": start[0], "b": start[1], "refined": False, "reason": "error_model=none"}
+    basic = params.error_model == "basic"
+    n_groups = int(group.max()) + 1
+
+    def fit(use, first):
+        return error_model.refine_error_model(group[use], n_groups, intensity[use], variance[use], scaler.g[use],
+                                              start=first)
+
+    if basic:
+        em = fit(valid & ~outlier, start)
+    model = (em["a"], em["b"])
+    cycles = scaler.refine(intensity, _model_variance(scaler, intensity, variance, valid & ~outlier, model),
+                           valid & ~outlier, progress, "scaling with the error model")
+    outlier = _outliers(scaler, params, intensity, _model_variance(scaler, intensity, variance, valid & ~outlier,
+                                                                    model), valid)
+    if basic:
+        em = fit(valid & ~outlier, model)
+    return em, _model_variance(scaler, intensity, variance, valid & ~outlier, (em["a"], em["b"])), outlier, cycles
 
 
 def _outputs(experiments, table, obs, params, space_group, models, excluded, dropped, outlier, active,
-             g, var_g, intensity, variance, em, combination, imid, cycles, reference, progress):
+             g, var_g, intensity, variance, em, combination, imid, cycles, reference, progress, groups):
     scaled_i, scaled_v = intensity / g, variance / g ** 2
     n = len(table)
     out = table.shallow_copy()
@@ -426,13 +468,13 @@ def _outputs(experiments, table, obs, params, space_group, models, excluded, dro
 
     estimate = estimate_resolution(table["miller_index"][obs.row[sel]], scaled_i[sel], scaled_v[sel], space_group, cell)
     estimate.pop("shells", None)
-    delta, _ = error_model.deviations(obs.group[sel], int(obs.group.max()) + 1, scaled_i[sel], scaled_v[sel])
-    delta = np.sort(delta[np.isfinite(delta)])
-    npp = {}
-    if len(delta):
-        pick = np.unique(np.linspace(0, len(delta) - 1, min(len(delta), 1000)).astype(int))
-        expected = ndtri((pick + 0.5) / len(delta))
-        npp = {"expected": expected, "observed": delta[pick], "sd": float(np.std(delta)), "n": int(len(delta))}
+    # as DIALS's plot: the error model's deviations on the data it was fitted on; without a refined
+    # model, those of the scaled observations (Friedel mates apart: anomalous differences are no error)
+    npp = em.pop("normal_probability", None)
+    if npp is None:
+        _, grp = np.unique(groups[sel], return_inverse=True)
+        npp = error_model.normal_probability(error_model.deviations(grp.ravel(), int(grp.max()) + 1 if len(grp) else 0,
+                                                                    scaled_i[sel], scaled_v[sel])[0])
     summary = {
         "n_datasets": len(kept), "n_observations": int(len(sel)), "n_outliers": int(outlier.sum()),
         "space_group": space_group.xhm(), "unit_cell": cell, "anomalous": params.anomalous,

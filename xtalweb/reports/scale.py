@@ -232,7 +232,7 @@ def _error_model_figure(em: dict) -> dict | None:
                      {"type": "scatter", "mode": "lines+markers",
                       "name": f"after (a = {_fmt(em.get('a'), '.4f')}, b = {_fmt(em.get('b'), '.4f')})", "x": x,
                       "y": [_num(b.get("variance_after"), 4) for b in bins]}],
-            "layout": {"xaxis": {"title": {"text": "mean scaled intensity of the bin"}, "type": "log"},
+            "layout": {"xaxis": {"title": {"text": "mean expected intensity g·Ĩ of the bin (unscaled)"}, "type": "log"},
                        "yaxis": {"title": {"text": "variance of δ"}, "rangemode": "tozero"},
                        "shapes": [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                                    "line": {"dash": "dot", "color": "#5f6b7a"}}],
@@ -322,7 +322,9 @@ def scale_report(run, rows: list[dict]) -> dict:
     tables.append(_table("error_model", "Error model σ' = a·sqrt(σ² + (b·I)²)",
                          ["Mean intensity", "Observations", "Var(δ) before", "Var(δ) after"], em_rows,
                          note=(f"a = {_fmt(em.get('a'), '.4f')}, b = {_fmt(em.get('b'), '.4f')}; "
-                               "refined so that the normalised deviations δ have variance 1 in every intensity bin."
+                               "refined as dials.scale does: a from the centre (|x| < 1.5) of the normal probability "
+                               "plot of the normalised deviations δ, b from δ's variance in bins of expected "
+                               "intensity g·Ĩ, alternating; fitted on reflections seen twice or more with g·Ĩ > 25."
                                + (f" SD of δ after scaling: {_fmt(npp.get('sd'), '.3f')} over {npp.get('n')} "
                                   "observations." if npp.get("sd") is not None else ""))
                          if em.get("refined") else f"Not refined: {em.get('reason') or '—'}"))

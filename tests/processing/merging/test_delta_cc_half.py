@@ -137,11 +137,11 @@ def test_d_min_is_re_estimated_after_filtering(insulin, insulin_filtered):
 # ---------------------------------------------------------------- (b) 40 with 3 bad
 
 def test_forty_data_sets_three_non_isomorphous_all_removed_no_good_one(forty):
-    """Iterative filtering as xia2.multiplex (max_cycles=6, rescaling between cycles): one
-    non-isomorphous crystal leaves per cycle (mean − 4σ over 40 values catches only the
-    worst at a time), then a cycle removes nothing. Measured (seed 0): cycles remove
-    ΔCC½ -4.85, -1.11, -0.14 (×100; cutoffs -3.14, -0.73, -0.09); the good ones' lowest
-    in the last cycle +0.002 (cutoff -0.002); CC½ 0.703 → 0.996."""
+    """Iterative filtering as xia2.multiplex (max_cycles=6, rescaling between cycles): the
+    non-isomorphous crystals leave over the cycles (mean − 4σ over 40 values catches only the
+    worst one or two at a time), then a cycle removes nothing; no good crystal goes.
+    With DIALS's error model and outlier rejection the first cycle removes two (ΔCC½×100
+    −0.323, −0.311; cutoff −0.293), the next the third; CC½ 0.996 at the end."""
     e, r, truth = forty
     e2, r2, s = run_compute_delta_cchalf(e, r, DeltaCcHalfParams(max_cycles=6))
     json.dumps(s, allow_nan=False)
@@ -150,7 +150,7 @@ def test_forty_data_sets_three_non_isomorphous_all_removed_no_good_one(forty):
     assert sorted(x["identifier"] for x in s["removed"]) == bad
     assert s["termination_reason"] == "no_more_removed"
     assert len(e2) == 37 and not set(bad) & set(e2.identifiers())
-    assert all(c["n_removed"] <= 1 for c in s["cycles"])
+    assert all(c["n_removed"] <= 2 for c in s["cycles"])
     assert s["cycles"][-1]["n_removed"] == 0 and s["rescaled"]
     # each removal was the cycle's lowest value and the data got better each time
     for c in s["cycles"][:-1]:
