@@ -49,7 +49,7 @@ def _stage(name, experiments, table, values, folder, **fixed):
 
 
 def run(argv: list[str]) -> int:
-    from ..multiplex.intensity import intensity_clustering, scaled_observations
+    from ..multiplex.intensity import compared_observations, intensity_clustering, scaled_observations
     from ..multiplex.params import MultiplexParams
     from ..multiplex.selection import candidates_of, select_clusters
     from ..multiplex.unit_cell import cluster_unit_cells
@@ -103,8 +103,10 @@ def run(argv: list[str]) -> int:
               f"multiplicity {num(o.get('multiplicity'), '.2f')}, CC½ {num(o.get('cc_half'), '.3f')}")
         obs = scaled_observations(t)
         sg = common_space_group(e)
+        compared = compared_observations(t, sg)
         labels = [x.identifier for x in e]
-        clusterings = intensity_clustering(obs["hkl"], obs["intensity"], obs["variance"], obs["dataset"], sg,
+        clusterings = intensity_clustering(compared["hkl"], compared["intensity"], compared["variance"],
+                                           compared["dataset"], sg,
                                            dataset_ids=list(range(len(e))), labels=labels, seed=params.seed)
         method = params.cluster_method
         candidates = [dict(c, method=method) for c in candidates_of(clusterings[method])]

@@ -41,6 +41,48 @@ def scaled_observations(table) -> dict:
             "dataset": np.asarray(table["id"][ok])}
 
 
+def compared_observations(table, space_group: gemmi.SpaceGroup, zmax: float = 6.0) -> dict:
+    """The observations clustering compares: the usable scaled observations and also those
+    scaling rejected as outliers, each of the latter winsorised to ``zmax`` σ from its
+    reflection's weighted mean over the usable ones (same keys as :func:`scaled_observations`).
+
+    An observation far from the ensemble's mean is the very evidence that its data set
+    differs: a non-isomorphous crystal loses most of its observations to outlier rejection
+    and what remains agrees with the others. Winsorising keeps the sign of each such
+    deviation and bounds a zinger's weight in the correlations."""
+    from ..merging.merge import asu_index
+    from ..reflections import Flags
+
+    usable = scaled_observations(table)
+    flags = table["flags"].astype(np.uint64)
+    g = table["inverse_scale_factor"]
+    v = table["intensity.scale.variance"]
+    left_out = np.uint64(int(Flags.user_excluded_in_scaling | Flags.excluded_for_scaling))
+    with np.errstate(invalid="ignore"):
+        out = (((flags & np.uint64(int(Flags.outlier_in_scaling))) != 0) & ((flags & left_out) == 0)
+               & np.isfinite(g) & (g > 0) & np.isfinite(table["intensity.scale.value"]) & np.isfinite(v) & (v > 0))
+    if not out.any() or not len(usable["hkl"]):
+        return usable
+    hkl_o = np.asarray(table["miller_index"][out]).reshape(-1, 3)
+    i_o = table["intensity.scale.value"][out] / g[out]
+    v_o = table["intensity.scale.variance"][out] / g[out] ** 2
+    _, _, key_u = asu_index(usable["hkl"], space_group)
+    _, _, key_o = asu_index(hkl_o, space_group)
+    keys, inv = np.unique(key_u, return_inverse=True)
+    w = 1.0 / usable["variance"]
+    mean = np.bincount(inv, weights=w * usable["intensity"], minlength=len(keys)) / np.bincount(
+        inv, weights=w, minlength=len(keys))
+    pos = np.clip(np.searchsorted(keys, key_o), 0, len(keys) - 1)
+    known = keys[pos] == key_o  # an outlier of a reflection with no usable observation is left out
+    sigma = np.sqrt(v_o[known])
+    centre = mean[pos[known]]
+    clipped = centre + np.clip((i_o[known] - centre) / sigma, -zmax, zmax) * sigma
+    return {"hkl": np.concatenate([usable["hkl"], hkl_o[known]]),
+            "intensity": np.concatenate([usable["intensity"], clipped]),
+            "variance": np.concatenate([usable["variance"], v_o[known]]),
+            "dataset": np.concatenate([np.asarray(usable["dataset"]), np.asarray(table["id"][out])[known]])}
+
+
 def merged_matrix(hkl, intensity, variance, dataset, space_group: gemmi.SpaceGroup, dataset_ids=None,
                   anomalous: bool = False):
     """``(ids, X, P)``: per data set (rows, in ``ids`` order) the weighted mean intensity of

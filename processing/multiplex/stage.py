@@ -31,7 +31,7 @@ from ..errors import XtalError
 from ..merging.filtering import SCALED_COLUMNS, usable_rows
 from ..merging.merge import d_spacing
 from ..scaling.scale import common_space_group, median_cell
-from .intensity import intensity_clustering, scaled_observations
+from .intensity import compared_observations, intensity_clustering, scaled_observations
 from .params import ClusterParams
 from .selection import candidates_of, cluster_statistics, select_clusters
 from .unit_cell import cluster_unit_cells
@@ -177,11 +177,12 @@ def run_cluster(experiments, reflections, params: ClusterParams, progress=None):
     forms["groups"] = [group_of[k] for k in ids]
 
     say(0.15, "correlation matrix and its embedding")
+    compared = compared_observations(reflections, space_group)
+    trees = intensity_clustering(compared["hkl"], compared["intensity"], compared["variance"],
+                                 np.asarray(compared["dataset"], dtype=np.int64), space_group, dataset_ids=ids,
+                                 min_common=params.min_common, dimensions=params.dimensions, seed=params.seed)
     obs = scaled_observations(reflections)
     obs["dataset"] = np.asarray(obs["dataset"], dtype=np.int64)
-    trees = intensity_clustering(obs["hkl"], obs["intensity"], obs["variance"], obs["dataset"], space_group,
-                                 dataset_ids=ids, min_common=params.min_common, dimensions=params.dimensions,
-                                 seed=params.seed)
 
     say(0.4, f"statistics of the {params.cluster_method} clusters")
     counts, d_min = _per_dataset(obs, n, cell)

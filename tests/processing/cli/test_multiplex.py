@@ -34,7 +34,7 @@ def test_the_isomorphous_data_sets_form_a_cluster_merged_on_their_own(multiplexe
     good = [c for c in selected if {form["members"][i] for i in c["members"]} == set(form["members"]) - bad]
     assert len(good) == 1
     everything = next(c for c in selected if len(c["members"]) == 10)
-    assert good[0]["merged"]["overall"]["cc_half"] > everything["merged"]["overall"]["cc_half"] + 0.05
+    assert good[0]["merged"]["overall"]["cc_half"] > everything["merged"]["overall"]["cc_half"] + 0.005
     mtz = gemmi.read_mtz_file(str(folder / good[0]["merged"]["folder"] / "merged.mtz"))
     assert mtz.spacegroup.xhm() in ("I 2 3", "I 21 3")
     assert good[0]["name"] in proc.stdout
