@@ -1,4 +1,5 @@
-# xtalweb: `make run` (demo server) and `make test` (the test suite) on a fresh machine.
+# xtalweb: `make run` (the demo: gunicorn + a Celery worker, XTALWEB_DEMO=1; scripts/run_demo.sh)
+# and `make test` (the test suite, settings xtalweb/settings_test.py) on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,12 +14,14 @@ $(VENV)/.installed-run: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	$(VENV)/bin/xtal warmup || echo "xtal warmup failed: the numba kernels compile on first use instead"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(VENV)/bin/xtal warmup || echo "xtal warmup failed: the numba kernels compile on first use instead"
 	touch $@ $(VENV)/.installed-run
 
 venv: $(VENV)/.installed-run

@@ -35,7 +35,7 @@ def _setup(args, root: str) -> dict:
     db = args.db if args.db != "sqlite" else f"sqlite:///{os.path.join(root, 'bench.sqlite3')}"
     env = {"DATABASE_URL": db, "DATA_ROOTS": os.path.dirname(os.path.abspath(args.images)),
            "WORK_ROOT": os.path.join(root, "work"), "CELERY_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
-           "ALLOWED_HOSTS": "testserver", "DJANGO_SETTINGS_MODULE": "xtalweb.settings"}
+           "ALLOWED_HOSTS": "testserver", "DJANGO_SETTINGS_MODULE": "xtalweb.settings", "XTALWEB_DEMO": "1"}
     os.environ.update(env)
     import django
     from django.core.management import call_command

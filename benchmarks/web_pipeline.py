@@ -28,6 +28,7 @@ def _setup(db: str, root: str) -> None:
     os.environ["DATA_ROOTS"] = os.path.join(root, "data")
     os.environ["WORK_ROOT"] = os.path.join(root, "work")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xtalweb.settings")
+    os.environ.setdefault("XTALWEB_DEMO", "1")  # a local run: no SECRET_KEY needed
     import django
     from django.core.management import call_command
 

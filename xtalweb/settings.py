@@ -1,22 +1,43 @@
 """Django settings for xtalweb.
 
 Everything that differs between a laptop, the tests and a facility deployment comes
-from the environment:
+from the environment (README: "Deploying at a facility"):
 
+``XTALWEB_DEMO``   ``1``: the local demo of ``make run`` and the tests — no SECRET_KEY
+                   needed (a random one is kept in ``var/secret_key``), plain http on
+                   127.0.0.1. Without it the settings are the production ones: SECRET_KEY
+                   is required (they refuse to start without it, with one clear message),
+                   and cookies, redirects and HSTS assume https behind a TLS proxy.
+``SECRET_KEY``     required unless XTALWEB_DEMO=1 (50+ random characters).
+``DEBUG``          ``1``/``true``/``yes`` to enable (default off, also in the demo).
+``ALLOWED_HOSTS``  comma-separated host names the site is served as, besides 127.0.0.1
+                   and localhost (e.g. ``xtalweb.facility.org``).
+``CSRF_TRUSTED_ORIGINS``  comma-separated origins (``https://xtalweb.facility.org``) when
+                   the proxy changes the host or scheme the browser sees.
 ``DATABASE_URL``   ``postgresql://user:password@host:port/name``; without it SQLite at
                    ``var/db.sqlite3`` (the zero-setup default for ``make run``).
 ``REDIS_URL``      Celery broker and result backend (default redis://127.0.0.1:6379/0).
-``CELERY_QUEUE``   the Celery queue the web app sends to and workers consume
-                   (default ``xtalweb``).
+``CELERY_QUEUE``   the Celery queue the web app sends to and workers consume, with its
+                   ``.sweeps`` and ``.ensemble`` queues (default ``xtalweb-<8 hex>``, named
+                   after the database, so two instances on one Redis never share one;
+                   ``manage.py xtal_instance`` prints it).
 ``CELERY_VISIBILITY_TIMEOUT``  seconds before Redis hands an unacknowledged task to
                    another worker (default 12 h; longer than any one task).
 ``DATA_ROOTS``     ``os.pathsep``-separated folders users may import from
                    (default ``var/data`` in the repository).
 ``WORK_ROOT``      where each project's work directory lives (default ``var/work``).
-``SECRET_KEY``     required in production; a development default otherwise.
-``DEBUG``          ``1``/``true``/``yes`` to enable (default on, for development).
-``ALLOWED_HOSTS``  extra comma-separated host names besides 127.0.0.1, localhost,
-                   testserver.
+``STATIC_ROOT``    where ``collectstatic`` puts CSS/JS for whitenoise (default ``var/static``).
+
+https behind a TLS-terminating proxy (production defaults in brackets; all off in the demo):
+
+``SECURE_SSL_REDIRECT`` [on]  redirect http to https.
+``SECURE_PROXY_SSL_HEADER`` [``X-Forwarded-Proto``]  the header by which the proxy says the
+                   browser used https (value ``https``); empty: trust no header (only if
+                   nothing but the proxy can reach the app server).
+``USE_X_FORWARDED_HOST`` [off]  take the host name from ``X-Forwarded-Host``.
+``SESSION_COOKIE_SECURE``, ``CSRF_COOKIE_SECURE`` [on]  cookies only over https.
+``SECURE_HSTS_SECONDS`` [31536000]  HSTS max-age; ``0`` sends no HSTS header.
+``SECURE_HSTS_INCLUDE_SUBDOMAINS``, ``SECURE_HSTS_PRELOAD`` [on]  HSTS flags.
 """
 
 from __future__ import annotations
@@ -61,11 +82,74 @@ def database_from_url(url: str) -> dict:
     }
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-xtalweb-development-key-do-not-use-in-production")
-DEBUG = _env_bool("DEBUG", True)
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"] + [
-    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()
-]
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def _refuse(message: str) -> None:
+    """Stop with one clear line on stderr (manage.py, celery, gunicorn --preload), no traceback."""
+    raise SystemExit(f"xtalweb: {message}")
+
+
+def _demo_secret_key() -> str:
+    """The demo's key: random, made once per checkout in ``var/secret_key`` (never a key
+    published in the source, so a demo's sessions cannot be forged elsewhere)."""
+    import secrets
+
+    path = VAR_DIR / "secret_key"
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+        path.unlink()  # an empty file (a full disk?): make it again
+    except FileNotFoundError:
+        pass
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile by another process of the demo
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+#: ``XTALWEB_DEMO=1``: the local demo (``make run``) and the tests. Anything else is production.
+DEMO = _env_bool("XTALWEB_DEMO", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+if not SECRET_KEY:
+    if not DEMO:
+        _refuse("SECRET_KEY is not set. Set SECRET_KEY to a long random string (e.g. "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`), or XTALWEB_DEMO=1 "
+                "for a local demo on 127.0.0.1 (make run).")
+    SECRET_KEY = _demo_secret_key()
+DEBUG = _env_bool("DEBUG", False)
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"] + (["testserver"] if DEMO else []) + _env_list("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
+
+# --- https behind a TLS-terminating proxy (production); plain http for the demo -------
+
+_proxy_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "" if DEMO else "X-Forwarded-Proto").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https") if _proxy_header else None
+)
+USE_X_FORWARDED_HOST = _env_bool("USE_X_FORWARDED_HOST", False)
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEMO)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEMO)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEMO)
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0 if DEMO else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEMO)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", not DEMO)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -80,6 +164,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CSS/JS from STATIC_ROOT (collectstatic), compressed and cached, by the app server itself
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -145,7 +231,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", str(VAR_DIR / "static")))
+# `manage.py collectstatic` (run_demo.sh, the Dockerfile) writes hashed, compressed copies
+# that whitenoise serves with far-future caching (xtalweb/staticfiles.py).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "xtalweb.staticfiles.StaticStorage"},
+}
 
 # --- data locations ----------------------------------------------------------------
 
@@ -187,3 +279,11 @@ LOGGING = {
         "processing": {"level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }
+
+# --- this instance's namespace on a shared Redis (xtalweb/instance.py) ----------------
+# Without CELERY_QUEUE the queues and result keys are named after the database, so that
+# two instances sharing one Redis (two `make run`) never take each other's tasks.
+if not os.environ.get("CELERY_QUEUE", "").strip():
+    from xtalweb.instance import default_queue
+
+    CELERY_TASK_DEFAULT_QUEUE = default_queue(DATABASES["default"])

@@ -10,11 +10,17 @@ from .command import Command, run_command
 from .tables import psql_table, rmsd_table
 
 
+def min_max_cc(row: dict) -> str:
+    """``0.912/0.957`` as DIALS prints it; ``-/-`` without a correlation (aP, too few pairs)."""
+    lo, hi = row.get("min_cc"), row.get("max_cc")
+    return "-/-" if lo is None or hi is None else f"{lo:.3f}/{hi:.3f}"
+
+
 def bravais_table(settings: list[dict]) -> str:
     rows = []
     for r in settings:
         rows.append([("*" if r["recommended"] else " ") + f"{r['solution']:7d}", f"{r['metric_fit']:6.4f}",
-                     f"{r['rmsd']:5.3f}", "-/-", str(r["nspots"]), r["bravais"],
+                     f"{r['rmsd']:5.3f}", min_max_cc(r), str(r["nspots"]), r["bravais"],
                      "%6.2f %6.2f %6.2f %6.2f %6.2f %6.2f" % tuple(r["unit_cell"]), f"{r['volume']:.0f}", r["cb_op"]])
     return psql_table(["Solution", "Metric fit", "rmsd", "min/max cc", "#spots", "lattice", "unit_cell",
                        "volume", "cb_op"], rows) + "\n* = recommended solution"

@@ -22,6 +22,7 @@ TOOLS = {
     "multiplex": ("processing.cli.multiplex", "many crystals to merged clusters: crystal forms, cosym, scale, "
                   "ΔCC½, intensity clustering, each cluster merged (xia2.multiplex)"),
     "run": ("processing.cli.run", "images to merged intensities in one command: every stage, sweeps in parallel"),
+    "warmup": ("processing.cli.warmup", "compile the numba kernels now (after install), so the first run is fast"),
 }
 
 

@@ -108,6 +108,7 @@ def run(argv: list[str]) -> int:
     experiments, _, _ = step("import", None, None, _params("import", values, paths=tuple(files)))
     names = [os.path.basename(e.imageset.template or e.imageset.paths[0]) if e.imageset else f"sweep_{k}"
              for k, e in enumerate(experiments)]
+    name_of = {e.identifier: name for e, name in zip(experiments, names)}
     _, spots, _ = step("find_spots", experiments, None, _params("find_spots", values))
     indexed_e, indexed_r, index_s = step("index", experiments, spots, _params("index", values, joint=False))
     failed = [s for s in index_s.get("sweeps", []) if s.get("status") != "indexed"]
@@ -134,7 +135,8 @@ def run(argv: list[str]) -> int:
           + (f"; {cosym_s.get('absences_note')}" if cosym_s.get("absences_note") else ""))
     removed = filt_s.get("removed") or []
     print(f"ΔCC½ filtering: {len(removed)} data set(s) removed"
-          + (": " + ", ".join(f"{x.get('identifier')} ({num(x.get('delta_cc_half'), '.4f')})" for x in removed)
+          + (": " + ", ".join(f"{name_of.get(x.get('identifier'), x.get('identifier'))} "
+                             f"(ΔCC½ {num(x.get('delta_cc_half'), '.4f')})" for x in removed)
              if removed else ""))
     est = (summaries["scale"].get("resolution_estimate") or {})
     if est.get("d_min") is not None:

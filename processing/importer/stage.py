@@ -25,8 +25,8 @@ def run_import(params: ImportParams) -> tuple[ExperimentList, dict]:
     summary : dict
         JSON-able: ``format``, ``n_images``, ``n_sweeps``, ``n_stills`` and one row
         per sweep (name, template, files, image range, oscillation start and width
-        in deg, detector, image size in px, wavelength in Å, beam centre in px
-        (fast, slow), distance in mm, format).
+        in deg, detector (its name in the file header, else the panel's), image size
+        in px, wavelength in Å, beam centre in px (fast, slow), distance in mm, format).
 
     Examples
     --------
@@ -50,7 +50,7 @@ def run_import(params: ImportParams) -> tuple[ExperimentList, dict]:
             "files": list(group),
             "image_range": list(e.scan.image_range) if e.scan is not None else [1, n],
             "oscillation": list(e.scan.oscillation) if e.scan is not None else [0.0, 0.0],
-            "detector": panel.identifier or panel.name,
+            "detector": info.get("detector") or panel.identifier or panel.name,
             "image_size": list(panel.image_size),
             "wavelength": e.beam.wavelength,
             "beam_centre_px": [float(v) for v in panel.get_beam_centre_px(e.beam.s0)],

@@ -418,3 +418,97 @@ def lattice_of_space_group(symbol: str) -> str:
     if letter == "o" and centring in ("A", "B"):
         centring = "C"
     return letter + centring
+
+
+# --------------------------------------------------------------------------- symmetry correlations
+def setting_operators(setting: BravaisSetting) -> np.ndarray:
+    """The rotations DIALS tests a setting with — those of the lowest-symmetry space group
+    of its Bravais lattice (``I 2 3`` for cI, ``C 1 2 1`` for mC …) — acting on Miller
+    indices of the *input* basis: (n, 3, 3) integers K with h' = K @ h; the identity first."""
+    import gemmi
+
+    sg = gemmi.SpaceGroup(LOWEST_SPACE_GROUP[setting.bravais])
+    rot = np.array([op.rot for op in sg.operations().sym_ops], dtype=float) / gemmi.Op.DEN
+    G = np.transpose(rot, (0, 2, 1))  # x' = R x on coordinates: h' = Rᵀ h on indices
+    M = np.asarray(setting.M, dtype=float)
+    K = np.linalg.inv(M) @ G @ M
+    Ki = np.rint(K)
+    if np.abs(K - Ki).max() > 1e-6:
+        raise ValueError(f"the {setting.bravais} operators are not integral in the input basis")
+    Ki = Ki.astype(np.int64)
+    eye = np.all(Ki == np.eye(3, dtype=np.int64), axis=(1, 2))
+    return np.concatenate([Ki[eye][:1], Ki[~eye]])
+
+
+def _friedel_keys(h: np.ndarray, base: int) -> np.ndarray:
+    """One int64 key per index, equal for h and −h (Friedel mates merged)."""
+    lead = np.where(h[:, 0] != 0, h[:, 0], np.where(h[:, 1] != 0, h[:, 1], h[:, 2]))
+    hc = h * np.where(lead < 0, -1, 1)[:, None]
+    off = base // 2
+    return ((hc[:, 0] + off) * base + (hc[:, 1] + off)) * base + (hc[:, 2] + off)
+
+
+def symop_correlations(hkl, values, operators) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of ``values`` between symmetry-related indices, per operator
+    (dials.check_indexing_symmetry's ``get_symop_correlation_coefficients``).
+
+    ``hkl`` (N×3 int) with one value each (I/σ of the strong spots), ``operators``
+    (n×3×3 int, h' = K @ h). Repeated observations of one index (Friedel mates
+    included) are averaged first; then for operator K the pairs (v(h), v(K h)) over the
+    indices whose partner was observed give Pearson's CC. Returns (cc, n_pairs), one of
+    each per operator; cc is NaN with fewer than 2 pairs or no spread.
+    """
+    hkl = np.asarray(hkl, dtype=np.int64).reshape(-1, 3)
+    values = np.asarray(values, dtype=float).ravel()
+    ops = np.asarray(operators, dtype=np.int64).reshape(-1, 3, 3)
+    n_ops = len(ops)
+    if len(hkl) == 0 or n_ops == 0:
+        return np.full(n_ops, np.nan), np.zeros(n_ops, np.int64)
+    moved = np.einsum("kij,nj->kni", ops, hkl)  # (n_ops, N, 3)
+    base = 2 * int(max(np.abs(hkl).max(), np.abs(moved).max())) + 3
+    keys, first, inverse = np.unique(_friedel_keys(hkl, base), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    mean = np.bincount(inverse, weights=values, minlength=len(keys)) / np.bincount(inverse, minlength=len(keys))
+    # one observed index of each unique one (±h give one key), moved by every operator,
+    # looked up among the observed ones
+    partner_keys = _friedel_keys(moved[:, first].reshape(-1, 3), base).reshape(n_ops, len(keys))
+    pos = np.clip(np.searchsorted(keys, partner_keys), 0, len(keys) - 1)
+    found = keys[pos] == partner_keys
+    op_id = np.broadcast_to(np.arange(n_ops)[:, None], found.shape)[found]
+    x = np.broadcast_to(mean[None, :], found.shape)[found]
+    y = mean[pos[found]]
+    n = np.bincount(op_id, minlength=n_ops).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sx, sy = np.bincount(op_id, x, n_ops), np.bincount(op_id, y, n_ops)
+        sxx, syy = np.bincount(op_id, x * x, n_ops), np.bincount(op_id, y * y, n_ops)
+        sxy = np.bincount(op_id, x * y, n_ops)
+        cov = sxy - sx * sy / n
+        var = (sxx - sx * sx / n) * (syy - sy * sy / n)
+        cc = np.where((n >= 2) & (var > 0), cov / np.sqrt(np.where(var > 0, var, 1.0)), np.nan)
+    return cc, n
+
+
+def settings_min_max_cc(settings: list[BravaisSetting], hkl, values, min_pairs: int = 10) -> list[tuple]:
+    """(min_cc, max_cc) of each setting over its non-identity operators with more than
+    ``min_pairs`` pairs (DIALS's ``nrefs > 10``); (None, None) when none qualifies (aP).
+
+    The operators of all settings are rotations of one lattice: each distinct one is
+    correlated once, in one vectorised pass."""
+    per_setting = [setting_operators(s) for s in settings]
+    unique: dict[bytes, int] = {}
+    for ops in per_setting:
+        for K in ops:
+            unique.setdefault(np.ascontiguousarray(K).tobytes(), len(unique))
+    all_ops = np.zeros((len(unique), 3, 3), np.int64)
+    for key, k in unique.items():
+        all_ops[k] = np.frombuffer(key, dtype=np.int64).reshape(3, 3)
+    cc, n = symop_correlations(hkl, values, all_ops)
+    out = []
+    for ops in per_setting:
+        idx = np.array([unique[np.ascontiguousarray(K).tobytes()] for K in ops[1:]], dtype=np.int64)
+        ok = idx[(n[idx] > min_pairs) & np.isfinite(cc[idx])] if len(idx) else idx
+        if len(ok):
+            out.append((float(cc[ok].min()), float(cc[ok].max())))
+        else:
+            out.append((None, None))
+    return out

@@ -28,7 +28,7 @@ from ..models import Crystal, Experiment, ExperimentList
 from ..models.crystal import hall_symbol
 from ..reflections import Flags, ReflectionTable
 from .assign import assign_indices
-from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group
+from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group, settings_min_max_cc
 from .candidates import candidate_lattices, evaluate, expand_to_superlattice, rank
 from .fft1d import fft1d_basis_vectors
 from .fft3d import fft3d_basis_vectors
@@ -41,6 +41,17 @@ from .spots import centroids_to_reciprocal_space
 
 
 # --------------------------------------------------------------------------- helpers
+def _i_over_sigma(t, n: int) -> np.ndarray:
+    """intensity.sum.value / √variance of the spots (NaN without a positive variance),
+    the values DIALS correlates between symmetry-related spots in the Bravais table."""
+    i, v = t.get("intensity.sum.value"), t.get("intensity.sum.variance")
+    if i is None or v is None:
+        return np.full(n, np.nan)
+    i, v = np.asarray(i, float), np.asarray(v, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(v > 0, i / np.sqrt(np.where(v > 0, v, 1.0)), np.nan)
+
+
 class _Spots:
     """Spots of one or more sweeps with their reciprocal-space positions."""
 
@@ -56,6 +67,7 @@ class _Spots:
             d = centroids_to_reciprocal_space(e, t["xyzobs.px.value"], var, panel)
             d["imageset"] = np.full(len(t["xyzobs.px.value"]), k, np.int64)
             d["panel"] = np.asarray(panel, np.int64)
+            d["i_over_sigma"] = _i_over_sigma(t, len(t["xyzobs.px.value"]))
             parts.append(d)
         self.cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         self.rlp = self.cols["rlp"]
@@ -171,6 +183,9 @@ def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarra
     rows = []
     settings = bravais_settings(R, params.lepage_max_delta)
     n_total = len(settings)
+    ios = spots.cols["i_over_sigma"]
+    use = sel & np.isfinite(ios) & np.any(hkl != 0, axis=1)
+    ccs = settings_min_max_cc(settings, hkl[use], ios[use])
     sel = sel.copy()
     idx = np.nonzero(sel)[0]
     if len(idx) > max_spots:  # a deterministic subset keeps the table quick
@@ -192,17 +207,21 @@ def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarra
             continue
         rmsd_mm = math.hypot(res.rmsd_px_img[0], res.rmsd_px_img[1]) * pixel
         rows.append({"solution": n_total - k, "bravais": s.bravais, "metric_fit": s.max_angular_difference,
-                     "rmsd": rmsd_mm, "nspots": res.n_used, "unit_cell": list(res.cell),
+                     "rmsd": rmsd_mm, "min_cc": ccs[k][0], "max_cc": ccs[k][1],
+                     "nspots": res.n_used, "unit_cell": list(res.cell),
                      "volume": float(abs(np.linalg.det(np.linalg.inv(res.A)))), "cb_op": s.cb_op,
                      "M": s.M.tolist(), "_result": res})
     p1 = next((r for r in rows if r["bravais"] == "aP"), None)
     rmsd_p1 = p1["rmsd"] if p1 else p1_rmsd_mm
-    for r in rows:  # DIALS's heuristics (no cc available: min_cc = None)
+    for r in rows:  # DIALS's heuristics (identify_likely_solutions)
+        low_cc = r["min_cc"] is None
         rec = True
         if r["metric_fit"] < 0.5:
-            if r["rmsd"] > 1.5 * rmsd_p1:
+            if (low_cc or r["min_cc"] < 0.5) and r["rmsd"] > 1.5 * rmsd_p1:
                 rec = False
-        elif r["rmsd"] > 2.0 * rmsd_p1:
+        elif (low_cc or r["min_cc"] < 0.7) and r["rmsd"] > 2.0 * rmsd_p1:
+            rec = False
+        elif r["rmsd"] > 3.0 * rmsd_p1:
             rec = False
         r["recommended"] = rec
     return rows
@@ -567,7 +586,7 @@ def run_index(experiments: ExperimentList, reflections: ReflectionTable, params:
         raise XtalError("no experiments to index")
     TargetSymmetry.make(params.unit_cell, params.space_group)  # bad priors: one clear error
     rows_of = _split(experiments, reflections)
-    cols = ["xyzobs.px.value", "xyzobs.px.variance", "panel"]
+    cols = ["xyzobs.px.value", "xyzobs.px.variance", "panel", "intensity.sum.value", "intensity.sum.variance"]
 
     def table_of(i):
         return {c: np.asarray(reflections[c])[rows_of[i]] for c in cols if c in reflections}

@@ -372,6 +372,18 @@ class CBFImageFile(ImageFile):
             self.format_name = "FormatCBFMiniPilatus"
         self._models = None
 
+    def detector_name(self) -> str:
+        name = self.header.get("Detector", "").strip()
+        if not name:  # a full imgCIF header: the diffrn_detector category
+            items, loops = parse_cif_items(self.header_text)
+            table = loops.get("_diffrn_detector", {})
+            for key in ("_diffrn_detector.type", "_diffrn_detector.details"):
+                value = items.get(key) or (table.get(key) or [""])[0]
+                if value and value not in ("?", "."):
+                    name = value
+                    break
+        return " ".join(str(name).split())
+
     # --- models ----------------------------------------------------------
     def models(self):
         if self._models is None:

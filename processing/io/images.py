@@ -94,6 +94,11 @@ class ImageFile:
         mask rectangles. Trusted-range masking is per image, by the caller."""
         raise NotImplementedError
 
+    def detector_name(self) -> str:
+        """The detector's name as the file gives it (NXmx ``NXdetector/description``,
+        a CBF header's ``# Detector:`` line), or "" when it gives none."""
+        return ""
+
     def check_data_files(self) -> None:
         """Raise XtalError naming any data file this image file refers to that is
         missing (checked at import, before any stage reads pixels)."""

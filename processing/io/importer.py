@@ -43,7 +43,8 @@ def import_images(paths, image_range: tuple[int, int] | None = None) -> tuple[Ex
     ``.cbf``, ``.h5``/``.nxs`` master files). Consecutive numbered CBF files with
     the same geometry whose oscillations join up form one sweep; each NXmx master
     file is one sweep. ``image_range`` (1-based, inclusive) restricts every sweep.
-    Returns the experiments and, per experiment, ``{"files": [...], "format": name}``.
+    Returns the experiments and, per experiment, ``{"files": [...], "format": name,
+    "detector": the detector's name from the file ("" if none)}``.
     """
     files = _expand(paths)
     if not files:
@@ -60,7 +61,7 @@ def import_images(paths, image_range: tuple[int, int] | None = None) -> tuple[Ex
                               single_file_indices=list(range(image.n_images)))
             experiments.append(Experiment(beam=beam, detector=detector, goniometer=gonio,
                                           scan=scan, imageset=src))
-            groups.append({"files": [path], "format": image.format_name})
+            groups.append({"files": [path], "format": image.format_name, "detector": image.detector_name()})
             continue
         t = _template(path)
         key = t[0] if t else path
@@ -70,7 +71,8 @@ def import_images(paths, image_range: tuple[int, int] | None = None) -> tuple[Ex
         for sweep in _split_sweeps(g.files):
             exp, sweep_files = _sweep_experiment(g.template, sweep)
             experiments.append(exp)
-            groups.append({"files": sweep_files, "format": sweep[0][1].format_name})
+            groups.append({"files": sweep_files, "format": sweep[0][1].format_name,
+                           "detector": sweep[0][1].detector_name()})
     if image_range is not None:
         experiments, groups = _restrict(experiments, groups, image_range)
     return experiments, groups
@@ -160,5 +162,5 @@ def _restrict(experiments, groups, image_range):
             src.paths = src.paths[i0:i1]
             files = files[i0:i1]
         out.append(e)
-        out_groups.append({"files": files, "format": group["format"]})
+        out_groups.append(dict(group, files=files))
     return out, out_groups

@@ -363,6 +363,16 @@ class NXmxImageFile(ImageFile):
     def models(self):
         return self._models
 
+    def detector_name(self) -> str:
+        det = self.nxdetector
+        for key in ("description", "detector_name"):
+            if key in det:
+                try:
+                    return (_str(np.asarray(det[key][()]).ravel()[0]) or "").strip()
+                except (TypeError, ValueError, IndexError):
+                    continue
+        return ""
+
     # --- standard NXmx ---------------------------------------------------------
     def _wavelength(self) -> float:
         beams = _children_of_class(self.instrument, "NXbeam")

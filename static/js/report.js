@@ -1,11 +1,15 @@
 // Report page: draw the run's plotly figures from report.json; while the run is queued
-// or running, fetch it again every 3 s and redraw tables and figures.
+// or running, fetch it again every 3 s and redraw tables, figures, the run's status line
+// and the tab title ("▶ 45 % integrate #12 — xtalweb"). When a run the page was drawn for
+// as queued or running finishes, the page reloads: its files, panels and forms appear.
 (function () {
   "use strict";
   var script = document.currentScript;
   var url = script && script.getAttribute("data-report-url");
   if (!url) return;
   var PERIOD_MS = 3000;
+  var drawnActive = script.getAttribute("data-active") === "1";
+  var titleRest = script.getAttribute("data-title-rest") || " — xtalweb";
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -52,13 +56,40 @@
     });
   }
 
+  // the status line under the heading (templates/reports/stagerun_report.html, same markup)
+  function drawState(state) {
+    if (!state) return;
+    document.title = state.title + titleRest;
+    var p = document.getElementById("run-status");
+    if (!p) return;
+    p.setAttribute("data-status", state.status);
+    var badge = p.querySelector(".badge");
+    if (badge) { badge.className = "badge " + state.status; badge.textContent = state.status; }
+    var bar = p.querySelector("progress");
+    if (bar) bar.value = state.progress || 0;
+    var pct = p.querySelector(".percent");
+    if (pct) pct.textContent = Math.round((state.progress || 0) * 100) + "%";
+    var err = p.querySelector(".run-error");
+    if (state.error) {
+      if (!err) { err = el("span"); err.setAttribute("role", "alert"); p.appendChild(err); }
+      err.className = (state.status === "partial" ? "run-partial" : "error") + " run-error";
+      err.textContent = state.error;
+    } else if (err) {
+      err.remove();
+    }
+  }
+
   function load() {
+    if (document.hidden && drawnActive) { setTimeout(load, PERIOD_MS); return; }
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
       .then(function (data) {
+        var active = data.status === "queued" || data.status === "running";
+        drawState(data.state);
+        if (drawnActive && !active) { window.location.reload(); return; }
         drawTables(data.tables);
         drawFigures(data.figures);
-        if (data.status === "queued" || data.status === "running") setTimeout(load, PERIOD_MS);
+        if (active) setTimeout(load, PERIOD_MS);
       })
       .catch(function () { setTimeout(load, PERIOD_MS * 2); });
   }

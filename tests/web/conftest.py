@@ -11,17 +11,35 @@ its ``.sweeps`` and ``.ensemble`` queues, ``xtalweb.routing``), so a worker of `
 The worker runs in a thread of the test process
 (``celery.contrib.testing.worker.start_worker``), consuming those queues from Redis: it
 shares the test database and the ``settings`` overrides of the running test.
+
+Tests that need real processes (a worker to kill, two workers, two instances, a Redis to
+restart) start them here: ``worker_processes`` (``celery worker`` subprocesses on the test
+database and queues of their own), :class:`WorkerProcess` and :class:`AppProcess` (an
+instance's web side in a process of its own, ``python -m tests.web.conftest``). Each is
+killed, and its queues and result keys deleted from Redis, whatever the test's outcome.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from .helpers import SMARGON_CBF
 
 TEST_QUEUE = f"xtalweb-test-{uuid.uuid4().hex[:12]}"
+
+# The in-thread workers of the tests run no periodic watchdog (xtalweb/projects/watchdog.py):
+# it would judge the runs tests make by hand. Tests call the watchdog themselves.
+os.environ["XTALWEB_WATCHDOG_PERIOD"] = "0"
+# The worker processes the tests start run at the tests' priority (no nice).
+os.environ["XTALWEB_WORKER_NICE"] = "0"
 
 
 def pytest_collection_modifyitems(items):
@@ -37,18 +55,11 @@ def _celery_test_queue():
     """Route every task of this session to the session's own queues (the routing derives
     ``<queue>.sweeps`` and ``<queue>.ensemble`` from the default queue); drop them afterwards."""
     from xtalweb.celery import app
-    from xtalweb.routing import queue_names
+    from xtalweb.instance import use_queue
 
-    app.conf.task_default_queue = TEST_QUEUE
-    app.amqp.__dict__.pop("queues", None)  # rebuilt from the new default on next use
+    use_queue(app, TEST_QUEUE)  # queues and result keys of this session's own
     yield TEST_QUEUE
-    try:
-        with app.connection_for_write() as conn:
-            client = conn.default_channel.client
-            for q in queue_names(TEST_QUEUE):
-                client.delete(q, f"_kombu.binding.{q}", f"_kombu.binding_permanent.{q}")
-    except Exception:  # Redis gone: nothing to clean
-        pass
+    purge_queues(app.conf.broker_url, TEST_QUEUE)
 
 
 @pytest.fixture(scope="session")
@@ -280,3 +291,301 @@ def indexed_project(tiny_indexed, tiny_data, folders, users):
         runs[stage] = run
         parent = run
     return runs
+
+
+# --- Celery workers as real subprocesses (test_failures.py, test_instances.py) -------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def purge_queues(redis_url: str, base: str, results: bool = True) -> None:
+    """Delete the queues named ``base`` (and ``.sweeps``, ``.ensemble``) from Redis, the
+    messages of those queues that workers hold unacknowledged, and (``results``) the result
+    keys under ``base:``. Never raises (Redis gone: nothing to clean)."""
+    import json
+
+    import redis
+
+    from xtalweb.routing import queue_names
+
+    names = set(queue_names(base))
+    try:
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+        for q in list(names):  # and the instances' private queues, <queue>.i-<token>
+            for pattern in (f"{q}.i-*", f"_kombu.binding.{q}.i-*"):
+                names |= {k.decode().replace("_kombu.binding.", "", 1)
+                          for k in client.scan_iter(match=pattern, count=1000)}
+        for q in names:
+            client.delete(q, f"_kombu.binding.{q}", f"_kombu.binding_permanent.{q}")
+        for tag, raw in client.hgetall("unacked").items():
+            try:
+                if json.loads(raw)[2] in names:
+                    client.hdel("unacked", tag)
+                    client.zrem("unacked_index", tag)
+            except (ValueError, IndexError, TypeError):
+                pass
+        if results:
+            for key in client.scan_iter(match=f"{base}:*", count=1000):
+                client.delete(key)
+    except Exception:
+        pass
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for ``settings.database_from_url`` naming the same database (the test database)."""
+    from urllib.parse import quote
+
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{os.path.abspath(str(settings_dict['NAME']))}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgresql://{auth}{host}{port}/{quote(str(settings_dict['NAME']))}"
+
+
+class WorkerProcess:
+    """``celery -A xtalweb worker -n <name>@%h`` as a subprocess in its own process group,
+    its output in ``log``. ``env`` is added to this process's environment."""
+
+    def __init__(self, name: str, queues, env: dict, log: Path, concurrency: int = 1, pool: str = "prefork"):
+        self.name, self.queues, self.log = name, list(queues), Path(log)
+        self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
+        self.concurrency, self.pool = concurrency, pool
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"worker {self.name} is running already")
+        celery = os.path.join(os.path.dirname(sys.executable), "celery")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [celery, "-A", "xtalweb", "worker", "-Q", ",".join(self.queues), "-n", f"{self.name}@%h",
+             f"--concurrency={self.concurrency}", "-P", self.pool, "--loglevel=INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=str(REPO), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        return self
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.text():
+                return self
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker {self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}")
+            time.sleep(0.1)
+        pytest.fail(f"worker {self.name} not ready after {timeout:.0f} s:\n{self.text()[-3000:]}")
+
+    @property
+    def hostname(self) -> str:
+        import socket
+
+        return f"{self.name}@{socket.gethostname()}"
+
+    def pool_pids(self) -> list[int]:
+        """The pids of the worker's pool processes (children of its main process)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool (its process group, even if the
+        main process is gone already)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL after ``timeout`` s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def worker_processes(transactional_db, settings, tmp_path):
+    """Start real ``celery worker`` subprocesses on the test database, on queues of their
+    own: ``start(name, base=None, **env)`` → a started :class:`WorkerProcess`
+    (``.wait_ready()`` it). This process sends its tasks to the same queues (``base``,
+    default ``<session queue>-p<random>``) while the test runs. Every worker is killed and
+    the queues and their result keys deleted afterwards, whatever happened."""
+    from django.db import connection
+
+    from xtalweb.celery import app
+    from xtalweb.instance import use_queue
+    from xtalweb.routing import queue_names
+
+    base = f"{TEST_QUEUE}-p{uuid.uuid4().hex[:6]}"
+    started: list[WorkerProcess] = []
+    url = database_url(connection.settings_dict)
+
+    def start(name: str, queues=None, later: bool = False, **env) -> WorkerProcess:
+        """A worker named ``name``, started now (``later``: by the test, with ``.start()``)."""
+        full = {"DATABASE_URL": url, "REDIS_URL": settings.CELERY_BROKER_URL, "CELERY_QUEUE": base,
+                "DATA_ROOTS": os.pathsep.join(str(p) for p in settings.DATA_ROOTS),
+                "WORK_ROOT": str(settings.WORK_ROOT), "XTALWEB_WATCHDOG_PERIOD": "0", "XTALWEB_WORKER_NICE": "0",
+                **env}
+        w = WorkerProcess(name, queues or queue_names(base), full, tmp_path / f"worker-{name}.log")
+        started.append(w)
+        return w if later else w.start()
+
+    start.base = base
+    start.workers = started
+    use_queue(app, base)
+    try:
+        yield start
+    finally:
+        for w in started:
+            w.kill()
+        use_queue(app, TEST_QUEUE)
+        purge_queues(settings.CELERY_BROKER_URL, base)
+
+
+# --- a web app instance as a subprocess (test_instances.py, test_failures.py) ---------------
+
+class AppProcess:
+    """One xtalweb instance's web side in a process of its own (``python -m
+    tests.web.conftest``): its database (``DATABASE_URL``, migrated at start), Django's test
+    client submitting the project page's forms as a browser does, dispatching through the
+    instance's own Celery producer. Commands go in as JSON lines (:meth:`call`)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env = {**os.environ, **{k: str(v) for k, v in env.items()}}
+        self.log = Path(log)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AppProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        err = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.web.conftest"], cwd=str(REPO), env=self.env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                     bufsize=1, start_new_session=True)
+        err.close()
+        return self
+
+    def call(self, op: str, **kw):
+        import json
+
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the app process exited ({self.proc.poll()}):\n{self.log.read_text()[-3000:]}")
+        answer = json.loads(line)
+        if "failure" in answer:
+            pytest.fail(f"app {op}: {answer['failure']}\n{self.log.read_text()[-3000:]}")
+        return answer
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+
+def _app_main() -> None:  # pragma: no cover - runs in the subprocess of AppProcess
+    """The command loop of :class:`AppProcess`."""
+    import json
+    import traceback
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "xtalweb.settings_test")
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+    from django.test import Client
+
+    from xtalweb.instance import token
+    from xtalweb.projects.models import Project, StageRun
+
+    call_command("migrate", "--noinput", verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(username="alice")
+    group, _ = Group.objects.get_or_create(name="lab-a")
+    user.groups.add(group)
+    client = Client()
+    client.force_login(user)
+
+    def run_dict(run):
+        return {"id": run.pk, "stage": run.stage, "status": run.status, "error": run.error,
+                "requeues": run.requeues, "log": run.log[-4000:],
+                "sweeps": [{"name": s.name, "status": s.status, "error": s.error,
+                            "n_spots": (s.summary or {}).get("n_spots")} for s in run.sweep_runs.all()]}
+
+    def handle(cmd):
+        op = cmd["op"]
+        if op == "info":
+            return {"token": token(), "queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+                    "result_prefix": __import__("xtalweb.celery").celery.app.conf
+                    .result_backend_transport_options.get("global_keyprefix")}
+        if op == "project":
+            r = client.post("/projects/new/", {"name": cmd["name"], "group": group.pk, "data_root": cmd["data_root"]})
+            if r.status_code != 302:
+                return {"failure": f"new project: {r.status_code} {r.content[:2000]!r}"}
+            project = Project.objects.filter(name=cmd["name"]).latest("pk")
+            return {"project": project.pk, "run": project.runs.get(stage="import").pk}
+        if op == "stage":
+            project = Project.objects.get(pk=cmd["project"])
+            stage, parent = cmd["stage"], StageRun.objects.get(pk=cmd["parent"])
+            sweeps = ([str(s.index) for s in parent.sweep_runs.filter(status="succeeded")] if parent.sweep_runs.exists()
+                      else [str(k) for k in range(len(parent.summary["sweeps"]))])
+            before = set(project.runs.values_list("pk", flat=True))
+            r = client.post(f"/projects/{project.pk}/runs/new/{stage}/",
+                            {f"{stage}-parent": parent.pk, f"{stage}-sweeps": sweeps})
+            if r.status_code != 302:
+                return {"failure": f"{stage}: {r.status_code} {r.content[:2000]!r}"}
+            (run_id,) = set(project.runs.values_list("pk", flat=True)) - before
+            return {"run": run_id}
+        if op == "run":
+            return run_dict(StageRun.objects.get(pk=cmd["run"]))
+        if op == "wait":
+            deadline = time.monotonic() + float(cmd.get("timeout", 120))
+            while True:
+                run = StageRun.objects.get(pk=cmd["run"])
+                if run.status in ("succeeded", "partial", "failed") or time.monotonic() > deadline:
+                    return run_dict(run)
+                time.sleep(0.2)
+        if op == "status":
+            r = client.get(f"/projects/{cmd['project']}/status.json")
+            return {"code": r.status_code, "runs": [{"id": x["id"], "status": x["status"], "error": x["error"]}
+                                                    for x in r.json()["runs"]]}
+        return {"failure": f"unknown op {op}"}
+
+    for line in sys.stdin:
+        try:
+            answer = handle(json.loads(line))
+        except Exception:
+            answer = {"failure": traceback.format_exc()}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _app_main()

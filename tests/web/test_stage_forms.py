@@ -179,9 +179,11 @@ def test_report_json_of_stored_summaries(client, users, project):
     assert report["tables"][0]["row_status"] == ["succeeded", "failed", "succeeded", "total"]
 
 
-def test_plotly_js_is_served_from_the_installed_package(client):
+def test_plotly_js_is_served_from_the_installed_package(client, users):
     import plotly
 
+    assert client.get(reverse("plotly_js")).status_code == 302  # to the login page, as every URL
+    client.force_login(users["bob"])
     response = client.get(reverse("plotly_js"))
     assert response.status_code == 200
     body = b"".join(response.streaming_content)

@@ -8,8 +8,8 @@ made from, on that scale run's sweeps, with every other data set in ``exclude_da
 and ``follow_up=("merge",)``. Data sets are matched to scale's ids (positions in scale's
 input) by identifier. The earlier runs stay as they are.
 
-The view goes through :func:`permissions.get_project_for_user` (404 for anyone outside the
-project's group) and answers only POST.
+The view goes through :func:`permissions.get_project_for_user` with ``write=True`` (404 for
+anyone outside the project's group and shares, 403 for a read-only member) and answers only POST.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def cluster_merge(request, pk: int, run_id: int):
     """A scale run (then merge) of the posted ``identifiers`` of cluster run ``run_id``."""
     from .per_sweep import params_of
 
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     run = get_object_or_404(StageRun, pk=run_id, project=project, stage="cluster")
     back = redirect(run.get_report_url())
     if run.status not in StageRun.USABLE:
@@ -79,7 +79,9 @@ def cluster_merge(request, pk: int, run_id: int):
         return back
     params = dataclasses.replace(params_of(scale), exclude_datasets=excluded)
     sweeps = [{"index": r.index, "name": r.name} for r in scale.sweep_runs.order_by("index")]
-    new_id = runs.queue_run(project, "scale", params, [cosym], sweeps, follow_up=("merge",))
+    new_id = runs.queue_run(project, "scale", params, [cosym], sweeps, follow_up=("merge",), by=request.user,
+                            detail=f"scale then merge of {len(request.POST.getlist('identifiers'))} data sets "
+                                   f"picked on cluster run #{run.pk}")
     n_kept = len((scale.summary or {}).get("datasets") or []) - len(excluded)
     compare = reverse("compare_runs", args=[project.pk]) + f"?a={scale.pk}&b={new_id}"
     messages.success(request, format_html(

@@ -10,6 +10,7 @@ folder: nothing computed is lost.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -20,6 +21,28 @@ from django.utils import timezone
 from .models import StageRun, SweepRun
 
 logger = logging.getLogger(__name__)
+
+
+def failure_message(exc: BaseException, doing: str) -> str:
+    """The one line a user sees for an exception the stage did not expect: a full disk and
+    a work folder the worker cannot write say so (and where); anything else names the
+    exception and its message, the traceback going to the log."""
+    import errno
+
+    full = "Free space on the disk of the project's work folder, then run again."
+    if type(exc).__name__ == "XtalError":  # the science's own one-line message (a file it cannot write …)
+        text = one_line(str(exc))
+        return f"{text} {full}" if os.strerror(errno.ENOSPC) in text else text
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or "the project's work folder"
+        return f"The disk is full: cannot write {where} ({exc.strerror or 'no space left on device'}). {full}"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = exc.filename or "the project's work folder"
+        return (f"Cannot write into {where} ({exc.strerror or 'permission denied'}): the project's work folder "
+                "must be writable by the workers (WORK_ROOT).")
+    text = one_line(str(exc), 300) if str(exc).strip() else ""
+    return (f"Internal error during {doing} ({type(exc).__name__}{': ' + text if text else ''}); "
+            "the traceback is in the log")
 
 
 def one_line(message: str, limit: int = 1000) -> str:
@@ -197,11 +220,12 @@ class UnitContext(RunContext):
 
 
 def claim_rows(run_id: int, unit: int) -> list[SweepRun]:
-    """Take the unit's rows that are not finished (queued; or running after a redelivery)."""
-    active = (StageRun.Status.QUEUED, StageRun.Status.RUNNING)
+    """Take the unit's queued rows. A redelivered message finds its rows running (another
+    worker runs them: the watchdog fails them if it went silent) or finished, and takes
+    none: a sweep never runs twice at once."""
     with transaction.atomic():
         rows = list(SweepRun.objects.select_for_update()
-                    .filter(run_id=run_id, unit=unit, status__in=active).order_by("index"))
+                    .filter(run_id=run_id, unit=unit, status=StageRun.Status.QUEUED).order_by("index"))
         if rows:
             SweepRun.objects.filter(pk__in=[r.pk for r in rows]).update(
                 status=StageRun.Status.RUNNING, started=timezone.now(), progress=0.0, error="")

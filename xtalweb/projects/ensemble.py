@@ -16,7 +16,7 @@ import traceback
 from django.db import transaction
 from django.utils import timezone
 
-from .context import RunContext, claim, one_line
+from .context import RunContext, claim, failure_message, one_line
 from .folders import new_output_dir, remove
 from .models import StageRun, SweepRun
 from .permissions import DataPathError
@@ -91,9 +91,10 @@ def run_ensemble(stagerun_id: int) -> str | None:
 
             params = params_of(run)
             experiments, table, sweep_of = _inputs(run, stage)
+            # the folder first: an unwritable or full work folder fails before the work, not after
+            out_dir = new_output_dir(run.project.work_dir, run.stage)
             ctx.info("%s: %d data set(s), %d reflections", stage.title, len(experiments), len(table))
             out_e, out_r, summary = stage.execute(experiments, table, params, progress=ctx.progress)
-            out_dir = new_output_dir(run.project.work_dir, run.stage)
             for name in stage.outputs:
                 write_output(os.path.join(out_dir, name), out_e, out_r, params=params)
             if stage.outputs:
@@ -119,8 +120,7 @@ def run_ensemble(stagerun_id: int) -> str | None:
             ctx.fail(str(exc))
         except Exception as exc:
             remove(out_dir)
-            ctx.fail(f"Internal error during {run.stage} ({type(exc).__name__}); the traceback is in the log",
-                     traceback.format_exc())
+            ctx.fail(failure_message(exc, run.stage), traceback.format_exc())
         SweepRun.objects.filter(run=run).update(status=StageRun.Status.FAILED, error="the run failed",
                                                 finished=timezone.now())
     return StageRun.Status.FAILED

@@ -34,7 +34,11 @@ def holds_files(path: str | None) -> bool:
 
 
 def remove(path: str | None) -> None:
+    """Remove a run folder; never one of an approved run (``review.LockedError``)."""
+    from .review import assert_not_locked
+
     if path and os.path.isdir(path):
+        assert_not_locked(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -54,6 +54,27 @@ class NewProjectForm(forms.Form):
 MAX_REFERENCE_MB = 200
 
 
+def _unreadable_reference(path: str) -> str | None:
+    """Why ``path`` is no reference a run can use (not a file, not a readable MTZ with
+    intensities or amplitudes, not a PDB/mmCIF model with atoms), or None if it is one."""
+    import logging
+
+    from processing.errors import XtalError
+    from processing.io.mtz import read_reference_intensities
+    from processing.io.reference import is_model_file, read_model
+
+    if not os.path.isfile(path):
+        return f"{path}: no such file"
+    try:
+        read_model(path) if is_model_file(path) else read_reference_intensities(path)
+    except XtalError as exc:
+        return str(exc)
+    except Exception:  # a reader's own failure on a hostile file: one clear message, the rest in the log
+        logging.getLogger(__name__).warning("reading reference %s", path, exc_info=True)
+        return f"{path}: not a readable MTZ, PDB or mmCIF file"
+    return None
+
+
 class StageRunForm(forms.Form):
     """"Run / rerun <stage>": the stage's parameters (from its dataclass), the parent
     run and the sweeps. Valid means the parameter dataclass could be built."""
@@ -98,6 +119,9 @@ class StageRunForm(forms.Form):
         self.fields["sweeps"].choices = [(s["index"], s["name"]) for s in self.available]
         included = set(project.sweeps.filter(included=True).values_list("name", flat=True))
         self.fields["sweeps"].initial = [s["index"] for s in self.available if s["name"] in included]
+        from .review import apply_flags
+
+        apply_flags(self)  # reviewers' flags: "exclude" unticked with its reason (flagged_out), "suspect" badged
         self.param_names = []
         for f in form_fields(stage):
             if f.name in self.fields:
@@ -130,6 +154,15 @@ class StageRunForm(forms.Form):
         extra = (data.get("words") or "").split()
         try:
             self.params = build_params(self.stage, words_from_values(self.stage, values) + extra)
+            given = getattr(self.params, "reference", None) if "reference" in self.param_names else None
+            if given and given != values.get("reference"):  # typed among the words: the same checks
+                checked = self._reference_path(given, "words")
+                if checked is None:
+                    self.params = None
+                elif checked != given:
+                    import dataclasses
+
+                    self.params = dataclasses.replace(self.params, reference=checked)
         except ParamsError as exc:
             typed = {w.partition("=")[0].strip() for w in extra}
             if exc.field in self.param_names and exc.field not in typed and not self._aliased(exc.field, typed):
@@ -149,20 +182,31 @@ class StageRunForm(forms.Form):
         text = (typed or "").strip()
         if not text or text.lower() == "none":
             return text
-        real = os.path.realpath(os.path.expanduser(text))
+        return self._reference_path(text, "reference") or ""
+
+    def _reference_path(self, text: str, field: str) -> str | None:
+        """``text`` resolved (symlinks, ``..``), if it lies inside the data roots (or the
+        project's own folder) and reads as a reference (MTZ or model); else None and a
+        form error on ``field``."""
         from .permissions import is_inside
 
-        if not any(is_inside(real, root) for root in data_roots() + [self.project.work_dir]):
-            self.add_error("reference", f"{text} is outside the allowed data roots")
-            return ""
+        roots = data_roots()
+        if "\x00" in text or not roots:
+            self.add_error(field, f"{text!r} is outside the allowed data roots")
+            return None
+        real = os.path.realpath(os.path.join(roots[0], os.path.expanduser(text)))
+        work = os.path.realpath(self.project.work_dir) if self.project.work_dir else None
+        if not any(is_inside(real, root) for root in roots + ([work] if work else [])):
+            self.add_error(field, f"{text} is outside the allowed data roots")
+            return None
+        error = _unreadable_reference(real)
+        if error:
+            self.add_error(field, error.replace(real, text))
+            return None
         return real
 
     def _save_upload(self, upload) -> str | None:
         import uuid
-
-        from processing.errors import XtalError
-        from processing.io.mtz import read_reference_intensities
-        from processing.io.reference import is_model_file, read_model
 
         if upload.size > MAX_REFERENCE_MB * 1024 * 1024:
             self.add_error("reference_upload", f"{upload.name} is larger than {MAX_REFERENCE_MB} MB")
@@ -175,11 +219,10 @@ class StageRunForm(forms.Form):
             for chunk in upload.chunks():
                 f.write(chunk)
         os.replace(path + ".partial", path)
-        try:
-            read_model(path) if is_model_file(path) else read_reference_intensities(path)
-        except XtalError as exc:
+        error = _unreadable_reference(path)
+        if error:
             os.remove(path)
-            self.add_error("reference_upload", f"{upload.name}: {exc}".replace(path + ": ", ""))
+            self.add_error("reference_upload", f"{upload.name}: " + error.replace(path + ": ", "").replace(path, upload.name))
             return None
         return path
 

@@ -129,6 +129,11 @@ class StageRun(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    #: last sign of life of the run's task(s) (sent, or beating while they run); the
+    #: watchdog (``watchdog.py``) fails or re-queues a run whose tasks went silent
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    #: how often the watchdog re-queued the run's lost tasks (at most once)
+    requeues = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["project", "created", "id"]
@@ -210,6 +215,8 @@ class SweepRun(models.Model):
     output_files = models.JSONField(default=list, blank=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    #: last sign of life of the unit task processing this sweep (``watchdog.py``)
+    heartbeat = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "index"]
@@ -231,3 +238,7 @@ class SweepRun(models.Model):
             "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
         }
+
+
+# lab-group review (issue 15): defined in their own module, registered here with the app
+from .review_models import Activity, Approval, DatasetFlag, Note, ProjectShare  # noqa: E402,F401

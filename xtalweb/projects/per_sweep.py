@@ -20,7 +20,7 @@ import traceback
 from django.db import transaction
 from django.utils import timezone
 
-from .context import RunContext, UnitContext, claim_rows
+from .context import RunContext, UnitContext, claim_rows, failure_message
 from .folders import holds_files, new_output_dir, remove, sweep_path
 from .models import StageRun, SweepRun
 from .permissions import DataPathError
@@ -62,32 +62,62 @@ def start_run(stagerun_id: int) -> StageRun | None:
 def run_unit(stagerun_id: int, unit: int) -> dict:
     """One unit of a per-sweep run: ``{run, unit, succeeded, failed}``. Never raises."""
     try:
-        run = start_run(stagerun_id)
+        try:
+            run = start_run(stagerun_id)
+        except OSError as exc:  # no run folder (work folder unwritable, disk full): the run fails, once
+            _fail_run_at_start(stagerun_id, exc)
+            return {"run": stagerun_id, "unit": unit, "error": True}
         rows = claim_rows(stagerun_id, unit) if run is not None else []
         if not rows:
             return {"run": stagerun_id, "unit": unit, "skipped": True}
         with UnitContext(run, rows) as ctx:
+            host = _worker_name()
+            if host:  # which machine processed which sweep: in the sweep's log
+                ctx.info("%s on worker %s", ", ".join(r.name for r in rows), host)
             try:
                 _process(run, rows, ctx)
             except Exception as exc:
-                ctx.fail_rows(f"Internal error during {run.stage} ({type(exc).__name__}); the traceback is in "
-                              "the log", tb=traceback.format_exc())
+                ctx.fail_rows(failure_message(exc, run.stage), tb=traceback.format_exc())
             finally:  # a row left unfinished is a failure, never "running" forever
                 SweepRun.objects.filter(pk__in=[r.pk for r in rows], status=StageRun.Status.RUNNING).update(
                     status=StageRun.Status.FAILED, error="ended without a result", finished=timezone.now())
         statuses = list(SweepRun.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", flat=True))
         return {"run": stagerun_id, "unit": unit, "succeeded": statuses.count(StageRun.Status.SUCCEEDED),
                 "failed": statuses.count(StageRun.Status.FAILED)}
-    except Exception:
+    except Exception as exc:
         logger.exception("unit %s of StageRun %s", unit, stagerun_id)
         try:
+            message = failure_message(exc, "the sweep's task")
             SweepRun.objects.filter(run_id=stagerun_id, unit=unit,
                                     status__in=(StageRun.Status.QUEUED, StageRun.Status.RUNNING)).update(
-                status=StageRun.Status.FAILED, error="Internal error; the traceback is in the worker log",
-                finished=timezone.now())
+                status=StageRun.Status.FAILED, error=message, finished=timezone.now(),
+                log=traceback.format_exc() + f"FAILED: {message}\n")
         except Exception:
             logger.exception("could not mark unit %s of StageRun %s failed", unit, stagerun_id)
         return {"run": stagerun_id, "unit": unit, "error": True}
+
+
+def _worker_name() -> str:
+    """The Celery worker running this task (``w1@host``), or "" outside a worker."""
+    try:
+        from celery import current_task
+
+        return str(getattr(current_task.request, "hostname", "") or "") if current_task else ""
+    except Exception:
+        return ""
+
+
+def _fail_run_at_start(stagerun_id: int, exc: OSError) -> None:
+    """The run's folder cannot be made: fail the run (and its sweeps) with one message."""
+    logger.warning("StageRun %s: %s", stagerun_id, exc)
+    message = failure_message(exc, "the start of the run")
+    now = timezone.now()
+    with transaction.atomic():
+        if StageRun.objects.filter(pk=stagerun_id, status__in=(StageRun.Status.QUEUED, StageRun.Status.RUNNING)
+                                   ).update(status=StageRun.Status.FAILED, error=message, progress=1.0,
+                                            finished=now, log=traceback.format_exc() + f"FAILED: {message}\n"):
+            SweepRun.objects.filter(run_id=stagerun_id).exclude(status=StageRun.Status.SUCCEEDED).update(
+                status=StageRun.Status.FAILED, error="the run failed: " + message[:900], finished=now)
 
 
 def _process(run: StageRun, rows: list[SweepRun], ctx: UnitContext) -> None:
@@ -108,7 +138,14 @@ def _process(run: StageRun, rows: list[SweepRun], ctx: UnitContext) -> None:
         for pos, row in enumerate(rows):
             ctx.finish(row, StageRun.Status.FAILED, error=reasons.get(pos, str(exc)))
         return
-    files = _write_unit(run, rows, stage, out_expts, out_refl)
+    try:
+        files = _write_unit(run, rows, stage, out_expts, out_refl)
+    except Exception as exc:  # a full disk, an unwritable folder: no result written, one clear message
+        message = failure_message(exc, run.stage)
+        tb = None if isinstance(exc, (XtalError, OSError)) else traceback.format_exc()
+        for row in rows:
+            ctx.finish(row, StageRun.Status.FAILED, error=message, tb=tb)
+        return
     for pos, (row, outcome) in enumerate(zip(rows, stage.sweep_outcomes(summary, len(rows)))):
         row_summary = dict(outcome.summary)
         if "sweep" in row_summary:  # the science numbers its own input; the web names the import's id
@@ -180,8 +217,7 @@ def join_run(stagerun_id: int) -> str | None:
             if isinstance(exc, XtalError):
                 ctx.fail(str(exc), keep_output=True)
             else:
-                ctx.fail(f"Internal error while merging the sweeps ({type(exc).__name__}); the traceback is in "
-                         "the log", traceback.format_exc(), keep_output=True)
+                ctx.fail(failure_message(exc, "the merge of the sweeps"), traceback.format_exc(), keep_output=True)
             StageRun.objects.filter(pk=run.pk).update(summary=summary)
             return StageRun.Status.FAILED
         if failed:

@@ -1,9 +1,11 @@
 """Who may see a project, and which folders may be imported.
 
-* A project is visible to its owner and to the members of its lab group, nobody else
+* A project is visible to its owner, to the members of its lab group (read-write) and to
+  the groups and users the owner shared it with (read-only or read-write), nobody else
   (not even other logged-in users): every project view goes through
   :func:`get_project_for_user`, which answers 404 rather than 403 so that project ids
-  of other groups are not revealed.
+  of other groups are not revealed. Every form and POST endpoint asks for
+  ``write=True``: a read-only member gets 403 and nothing changes.
 * A data folder must lie inside one of ``settings.DATA_ROOTS`` after resolving
   symlinks and ``..``: :func:`resolve_data_path`.
 """
@@ -14,6 +16,7 @@ import os
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from .models import Project
@@ -23,29 +26,72 @@ class DataPathError(ValueError):
     """A path the user may not import from; ``str(e)`` is the one clear message."""
 
 
+#: access levels, weakest first: may see; may also run, comment, flag, approve; may also share
+READ, WRITE, OWNER = "read", "write", "owner"
+
+
+def _group_ids(user) -> list[int]:
+    return list(user.groups.values_list("pk", flat=True))
+
+
 def visible_projects(user) -> QuerySet[Project]:
-    """Projects ``user`` may see: owned, or shared with one of the user's groups."""
+    """Projects ``user`` may see: owned, of one of the user's groups, or shared with the
+    user or one of the user's groups."""
     if user is None or not user.is_authenticated:
         return Project.objects.none()
-    return Project.objects.filter(Q(owner=user) | Q(group__in=user.groups.all())).distinct()
+    groups = _group_ids(user)
+    return Project.objects.filter(Q(owner=user) | Q(group__in=groups) | Q(shares__user=user)
+                                  | Q(shares__group__in=groups)).distinct()
+
+
+def access_level(user, project: Project) -> str | None:
+    """``OWNER``, ``WRITE`` (the project's lab group, or a read-write share), ``READ`` (a
+    read-only share) or None (a stranger)."""
+    if user is None or not user.is_authenticated:
+        return None
+    if project.owner_id == user.pk:
+        return OWNER
+    groups = _group_ids(user)
+    if project.group_id is not None and project.group_id in groups:
+        return WRITE
+    from .review_models import ProjectShare
+
+    shares = set(ProjectShare.objects.filter(project=project).filter(Q(user=user) | Q(group__in=groups))
+                 .values_list("access", flat=True))
+    if ProjectShare.Access.WRITE in shares:
+        return WRITE
+    return READ if shares else None
 
 
 def can_view_project(user, project: Project) -> bool:
-    if user is None or not user.is_authenticated:
-        return False
-    if project.owner_id == user.pk:
-        return True
-    return project.group_id is not None and user.groups.filter(pk=project.group_id).exists()
+    return access_level(user, project) is not None
 
 
-def get_project_for_user(request, pk) -> Project:
-    """The project ``pk`` if ``request.user`` may see it, else :class:`Http404`."""
+def can_write_project(user, project: Project) -> bool:
+    return access_level(user, project) in (WRITE, OWNER)
+
+
+def get_project_for_user(request, pk, write: bool = False, share: bool = False) -> Project:
+    """The project ``pk`` if ``request.user`` may see it, else :class:`Http404` (a stranger
+    learns nothing, not even that the id exists).
+
+    ``write=True`` (every form and POST endpoint): a member with read-only access gets
+    :class:`PermissionDenied` (403). ``share=True``: only the owner may change the shares.
+    The level is kept on the project as ``project.access``.
+    """
     try:
         project = Project.objects.select_related("owner", "group").get(pk=pk)
     except (Project.DoesNotExist, ValueError, TypeError):
         raise Http404("No such project") from None
-    if not can_view_project(getattr(request, "user", None), project):
+    level = access_level(getattr(request, "user", None), project)
+    if level is None:
         raise Http404("No such project")
+    if share and level != OWNER:
+        raise PermissionDenied("Only the project's owner shares it.")
+    if (write or share) and level not in (WRITE, OWNER):
+        raise PermissionDenied("You have read-only access to this project: you can see everything in it, but not "
+                               "start runs, drop data sets, comment, flag or approve.")
+    project.access = level
     return project
 
 

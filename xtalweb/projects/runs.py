@@ -57,15 +57,22 @@ def left_out_sweeps(parent: StageRun | None) -> list[dict]:
 
 def create_run(project: Project, stage: str, *, parameters: dict | None = None,
                parents: list[StageRun] | tuple = (), sweeps: list[dict] | None = None,
-               follow_up: list[str] | tuple = ()) -> StageRun:
-    """Create a queued StageRun (and its SweepRun rows for a per-sweep stage).
+               follow_up: list[str] | tuple = (), by=None, verb: str | None = None,
+               detail: str = "") -> StageRun:
+    """Create a queued StageRun (and its SweepRun rows for a per-sweep stage), and its line
+    in the activity list: ``by`` (the user; None: the app, a follow-up) ``verb`` (default
+    "ran", or "queued automatically" without a user) with ``detail``.
 
     Call inside ``transaction.atomic()`` and dispatch with
     ``transaction.on_commit(lambda: dispatch_run(run.pk))``. ``sweeps`` are
     ``[{index, name}]`` (see :func:`available_sweeps`).
     """
+    from .review import Verb, record
+
     run = StageRun.objects.create(project=project, stage=stage, parameters=parameters or {},
                                   follow_up=list(follow_up))
+    record(project, by, verb or (Verb.RAN if by is not None else Verb.QUEUED), run=run, parameters=run.parameters,
+           detail=detail or (f"on {len(sweeps)} data set(s)" if sweeps else ""))
     if parents:
         run.parents.set(parents)
     if takes_sweeps(stage):
@@ -83,10 +90,13 @@ def create_run(project: Project, stage: str, *, parameters: dict | None = None,
 
 
 def dispatch_run(run_id: int) -> None:
-    """Queue the run's task(s); if the broker cannot be reached, fail the run visibly."""
+    """Queue the run's task(s); if the broker cannot be reached, fail the run visibly.
+    Sending sets the run's heartbeat: the watchdog (``watchdog.py``) counts from it how
+    long the run has waited for its task."""
     from . import tasks
 
     try:
+        StageRun.objects.filter(pk=run_id).update(heartbeat=timezone.now())
         run = StageRun.objects.get(pk=run_id)
         if run.stage == "import":
             tasks.run_import_stage.delay(run_id)
@@ -146,15 +156,17 @@ def retry_failed_sweeps(run: StageRun) -> list[str]:
     return names
 
 
-def dispatch_units(run_id: int) -> None:
-    """Queue the units of ``run_id`` whose sweeps are queued, and the join."""
+def dispatch_units(run_id: int, units: list[int] | None = None) -> None:
+    """Queue the units of ``run_id`` whose sweeps are queued (or only ``units``), and the join."""
     from celery import chord
 
     from . import tasks
 
     try:
-        units = sorted(set(SweepRun.objects.filter(run_id=run_id, status=StageRun.Status.QUEUED)
-                           .values_list("unit", flat=True)))
+        StageRun.objects.filter(pk=run_id).update(heartbeat=timezone.now())
+        queued = set(SweepRun.objects.filter(run_id=run_id, status=StageRun.Status.QUEUED)
+                     .values_list("unit", flat=True))
+        units = sorted(queued if units is None else queued & set(units))
         chord([tasks.run_sweep_unit.si(run_id, u) for u in units])(tasks.join_stage_run.si(run_id))
     except Exception:
         logger.exception("could not queue the retry of StageRun %s", run_id)
@@ -165,14 +177,15 @@ def dispatch_units(run_id: int) -> None:
             status=StageRun.Status.FAILED, error=message, finished=timezone.now())
 
 
-def queue_run(project, stage: str, params, parents, sweeps, follow_up=()) -> int:
+def queue_run(project, stage: str, params, parents, sweeps, follow_up=(), by=None, verb=None, detail="") -> int:
     """Create a run from a report's control (drop data sets, merge at a d_min …) and
-    dispatch it once the transaction commits; its id."""
+    dispatch it once the transaction commits; its id. ``by``, ``verb``, ``detail``: its
+    line in the activity list (:func:`create_run`)."""
     from .stages import params_json
 
     with transaction.atomic():
         new = create_run(project, stage, parameters=params_json(params), parents=parents, sweeps=sweeps,
-                         follow_up=list(follow_up))
+                         follow_up=list(follow_up), by=by, verb=verb, detail=detail)
         new_id = new.pk
         transaction.on_commit(lambda: dispatch_run(new_id))
     return new_id
@@ -196,13 +209,17 @@ def queue_follow_up(run_id: int) -> StageRun | None:
         sweeps = None
         if takes_sweeps(stage):
             parameters = params_json(build_params(stage, words_from_values(stage, {})))
+            from .review import excluded_names
+
             left_out = set(project.sweeps.filter(included=False).values_list("name", flat=True))
+            left_out |= excluded_names(project)  # flagged "exclude" by a reviewer
             sweeps = [s for s in available_sweeps(run) if s["name"] not in left_out]
             if not sweeps:
                 append_log(run_id, f"follow-up {stage}: no included sweep to process; not queued\n")
                 return None
         with transaction.atomic():
-            nxt = create_run(project, stage, parameters=parameters, parents=[run], sweeps=sweeps, follow_up=rest)
+            nxt = create_run(project, stage, parameters=parameters, parents=[run], sweeps=sweeps, follow_up=rest,
+                             detail=f"after run #{run.pk} (its follow-up)")
             nxt_id = nxt.pk
             transaction.on_commit(lambda: dispatch_run(nxt_id))
         return nxt

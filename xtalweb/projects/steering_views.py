@@ -10,8 +10,9 @@
   scale's ``exclude_datasets`` by their position in scale's input (the cosym output on
   scale's sweeps). They are matched by experiment identifier.
 
-Both go through :func:`permissions.get_project_for_user` (404 for anyone outside the
-project's group) and answer only POST.
+Both go through :func:`permissions.get_project_for_user` with ``write=True`` (404 for
+anyone outside the project's group and shares, 403 for a read-only member) and answer
+only POST.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from django.views.decorators.http import require_http_methods
 from . import runs
 from .models import StageRun
 from .permissions import get_project_for_user
+from .review import Verb
 from .stages import ParamsError, build_params, registry, title, words_from_values
 
 
-def _queue(project, stage: str, params, parents, sweeps, follow_up=()) -> int:
-    return runs.queue_run(project, stage, params, parents, sweeps, follow_up=follow_up)
+def _queue(project, stage: str, params, parents, sweeps, follow_up=(), **activity) -> int:
+    return runs.queue_run(project, stage, params, parents, sweeps, follow_up=follow_up, **activity)
 
 
 @login_required
@@ -39,7 +41,7 @@ def _queue(project, stage: str, params, parents, sweeps, follow_up=()) -> int:
 def merge_at_d_min(request, pk: int, run_id: int):
     """A merge run at the posted ``d_min`` from the estimate_resolution run's scale run,
     on the sweeps the estimate analysed."""
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     run = get_object_or_404(StageRun, pk=run_id, project=project, stage="estimate_resolution")
     back = redirect(run.get_report_url())
     if run.status not in StageRun.USABLE:
@@ -70,7 +72,8 @@ def merge_at_d_min(request, pk: int, run_id: int):
     if not sweeps:
         messages.error(request, f"Scale run #{scale.pk} has no data set to merge.")
         return back
-    new_id = _queue(project, "merge", params, [scale], sweeps)
+    new_id = _queue(project, "merge", params, [scale], sweeps, by=request.user,
+                    detail=f"merge at d_min={params.d_min:g} chosen on resolution estimate run #{run.pk}")
     messages.success(request, f"Queued {title('merge')} (run #{new_id}) from scale run #{scale.pk} with "
                               f"d_min={params.d_min:g} (chosen on the resolution estimate, run #{run.pk}).")
     return redirect(f"{project.get_absolute_url()}#run-{new_id}")
@@ -83,7 +86,7 @@ def delta_cc_half_drop(request, pk: int, run_id: int):
     the ΔCC½ run's input, its summary's ``datasets[i]["id"]``)."""
     from .per_sweep import params_of
 
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     run = get_object_or_404(StageRun, pk=run_id, project=project, stage="compute_delta_cchalf")
     back = redirect(run.get_report_url())
     if run.status not in StageRun.USABLE:
@@ -125,7 +128,9 @@ def delta_cc_half_drop(request, pk: int, run_id: int):
     sweeps = [{"index": r.index, "name": r.name} for r in scale.sweep_runs.order_by("index")]
     # the form's "then merge": the new scale run goes on downstream
     new_id = _queue(project, "scale", params, [cosym], sweeps,
-                    follow_up=("merge",) if request.POST.get("then_merge") else ())
+                    follow_up=("merge",) if request.POST.get("then_merge") else (), by=request.user,
+                    verb=Verb.DROPPED, detail=f"left out data set(s) {', '.join(map(str, sorted(chosen)))} of "
+                                              f"ΔCC½ run #{run.pk}")
     ids = ", ".join(map(str, sorted(chosen)))
     messages.success(request, f"Queued scale (run #{new_id}) from cosym run #{cosym.pk} without data set"
                               f"{'s' if len(chosen) > 1 else ''} {ids} of ΔCC½ run #{run.pk} "

@@ -14,10 +14,11 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import runs
+from . import runs, watchdog
 from .forms import NewProjectForm, PresetProjectForm, StageRunForm
 from .models import Project, StageRun
-from .permissions import data_roots, get_project_for_user, visible_projects
+from .permissions import READ, data_roots, get_project_for_user, visible_projects
+from .review import Verb, is_locked, read_only_overview, record
 from .stages import form_stages, params_json, registry, title
 
 logger = logging.getLogger(__name__)
@@ -56,9 +57,8 @@ def project_new(request):
         try:
             with transaction.atomic():
                 project = _new_project(request.user, data["name"], data["group"], data["data_root"])
-                run = StageRun.objects.create(
-                    project=project, stage="import", parameters={"data_root": project.data_root}
-                )
+                run = runs.create_run(project, "import", parameters={"data_root": project.data_root},
+                                      by=request.user, detail=f"created the project; import of {project.data_root}")
                 run_id = run.pk
                 transaction.on_commit(lambda: dispatch_import(run_id))
         except OSError as exc:
@@ -73,7 +73,8 @@ def project_new(request):
                 project.data_root = os.path.join(data_roots()[0], "simulated", f"{project.pk:04d}-{data['preset']}")
                 project.save(update_fields=["data_root"])
                 run = runs.create_run(project, "simulate", parameters={"preset": data["preset"]},
-                                       follow_up=["import"])
+                                       follow_up=["import"], by=request.user,
+                                       detail=f"created the project; simulate {data['preset']}, then import")
                 run_id = run.pk
                 transaction.on_commit(lambda: runs.dispatch_run(run_id))
         except OSError as exc:
@@ -107,14 +108,18 @@ def _render_project(request, project, bound: StageRunForm | None = None, status:
     files = [{"run": r, "files": downloads_of(r)}
              for r in project.runs.filter(stage__in=DOWNLOAD_STAGES, status__in=StageRun.USABLE).order_by("-id")]
     from .overview import project_overview, safe_overview
+    from .review_context import project_review
 
+    review = project_review(request, project)
+    overview = safe_overview(project_overview, project)
     return render(
         request,
         "projects/project_detail.html",
-        {"project": project, "sweeps": project.sweeps.all(), "overview": safe_overview(project_overview, project),
+        {"project": project, "sweeps": project.sweeps.all(),
+         "overview": overview if review["access"].can_write else read_only_overview(overview),
          "runs": project.runs.prefetch_related("sweep_runs", "parents"),
          "downloads": [f for f in files if f["files"]],
-         "stage_forms": _stage_forms(project, bound)},
+         "stage_forms": _stage_forms(project, bound) if review["access"].can_write else [], **review},
         status=status,
     )
 
@@ -123,6 +128,7 @@ def _render_project(request, project, bound: StageRunForm | None = None, status:
 @require_GET
 def project_detail(request, pk: int):
     project = get_project_for_user(request, pk)
+    watchdog.check_project(project)  # a run whose tasks vanished: re-queued or failed, never "running" forever
     return _render_project(request, project)
 
 
@@ -130,7 +136,7 @@ def project_detail(request, pk: int):
 @require_http_methods(["POST"])
 def stagerun_new(request, pk: int, stage: str):
     """Queue a run (or rerun) of ``stage`` from the project page's form."""
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     if stage not in form_stages():
         raise Http404("No such stage")
     form = StageRunForm(stage, project, request.POST, request.FILES)
@@ -138,7 +144,7 @@ def stagerun_new(request, pk: int, stage: str):
         return _render_project(request, project, bound=form)
     with transaction.atomic():
         run = runs.create_run(project, stage, parameters=params_json(form.params),
-                               parents=[form.cleaned_data["parent"]], sweeps=form.selected_sweeps())
+                               parents=[form.cleaned_data["parent"]], sweeps=form.selected_sweeps(), by=request.user)
         run_id = run.pk
         transaction.on_commit(lambda: runs.dispatch_run(run_id))
     messages.success(request, f"Queued {title(stage)} (run #{run_id}) on "
@@ -150,11 +156,15 @@ def stagerun_new(request, pk: int, stage: str):
 @require_http_methods(["POST"])
 def stagerun_retry(request, pk: int, run_id: int):
     """Rerun only the failed sweeps of a partial (or failed) fanned-out run, into that run."""
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     run = get_object_or_404(StageRun, pk=run_id, project=project)
     try:
         with transaction.atomic():
+            if is_locked(run.output_dir):
+                raise runs.RetryError(f"run #{run.pk} is approved: its files are locked")
             names = runs.retry_failed_sweeps(run)
+            record(project, request.user, Verb.RETRIED, run=run, parameters=run.parameters,
+                   detail=f"{len(names)} failed sweep(s): {', '.join(names)}")
             transaction.on_commit(lambda: runs.dispatch_units(run_id))
     except runs.RetryError as exc:
         messages.error(request, str(exc))
@@ -174,7 +184,7 @@ def scale_drop(request, pk: int, run_id: int):
 
     from .per_sweep import params_of
 
-    project = get_project_for_user(request, pk)
+    project = get_project_for_user(request, pk, write=True)
     run = get_object_or_404(StageRun, pk=run_id, project=project, stage="scale")
     back = redirect(run.get_report_url())
     if run.status not in StageRun.USABLE:
@@ -202,7 +212,9 @@ def scale_drop(request, pk: int, run_id: int):
     params = dataclasses.replace(old, exclude_datasets=excluded)
     sweeps = [{"index": r.index, "name": r.name} for r in run.sweep_runs.order_by("index")]
     then_merge = bool(request.POST.get("then_merge"))  # the form's "then merge": go on downstream
-    new_id = runs.queue_run(project, "scale", params, [parent], sweeps, follow_up=("merge",) if then_merge else ())
+    new_id = runs.queue_run(project, "scale", params, [parent], sweeps, follow_up=("merge",) if then_merge else (),
+                            by=request.user, verb=Verb.DROPPED,
+                            detail=f"left out data set(s) {', '.join(map(str, sorted(chosen)))} of scale run #{run.pk}")
     messages.success(request, f"Queued scale (run #{new_id}) from run #{parent.pk} without data set"
                               f"{'s' if len(chosen) > 1 else ''} {', '.join(map(str, sorted(chosen)))} "
                               f"(exclude_datasets={','.join(map(str, excluded))}){', then merge' if then_merge else ''}; "
@@ -216,30 +228,20 @@ def project_status(request, pk: int):
     from .overview import build_overview, safe_overview
 
     project = get_project_for_user(request, pk)
+    watchdog.check_project(project)
     all_runs = list(project.runs.prefetch_related("sweep_runs", "parents"))
+    writable = project.access != READ
+    run_dicts = [run.as_dict(compact=True) for run in all_runs]
+    if not writable:  # a read-only member is offered nothing to press
+        for r in run_dicts:
+            r["retry_url"] = None
+    overview = safe_overview(build_overview, all_runs)
     return JsonResponse(
         {
-            "project": {"id": project.pk, "name": project.name},
-            "runs": [run.as_dict(compact=True) for run in all_runs],
+            "project": {"id": project.pk, "name": project.name, "access": project.access},
+            "runs": run_dicts,
             "sweeps": [sweep.as_dict() for sweep in project.sweeps.all()],
-            "overview": safe_overview(build_overview, all_runs),
+            "overview": overview if writable else read_only_overview(overview),
         },
         json_dumps_params={"allow_nan": False},
     )
-
-
-@login_required
-@require_GET
-def stagerun_log(request, pk: int, run_id: int):
-    project = get_project_for_user(request, pk)
-    run = get_object_or_404(StageRun, pk=run_id, project=project)
-    text = run.log
-    sweep_runs = list(run.sweep_runs.all())
-    if sweep_runs:
-        parts = [f"=== sweep {s.name} (experiment {s.index}): {s.status} ===\n{s.log}" for s in sweep_runs]
-        text = "".join(p if p.endswith("\n") else p + "\n" for p in parts)
-        if run.log:
-            text += f"=== join ===\n{run.log}"
-    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
-    response["X-Content-Type-Options"] = "nosniff"
-    return response

@@ -14,7 +14,7 @@ import traceback
 
 from django.db import transaction
 
-from .context import RunContext, claim
+from .context import RunContext, claim, failure_message
 from .datafiles import find_image_files
 from .folders import new_output_dir, remove
 from .models import Project, StageRun, Sweep
@@ -113,8 +113,7 @@ def import_images(stagerun_id: int) -> str | None:
             ctx.fail(str(exc))
         except Exception as exc:
             remove(out_dir)
-            ctx.fail(f"Internal error during import ({type(exc).__name__}); the traceback is in the log",
-                     traceback.format_exc())
+            ctx.fail(failure_message(exc, "import"), traceback.format_exc())
     return StageRun.Status.FAILED
 
 
@@ -183,8 +182,7 @@ def simulate_preset(stagerun_id: int) -> str | None:
             ctx.fail(str(exc))
             return StageRun.Status.FAILED
         except Exception as exc:
-            ctx.fail(f"Internal error during the simulation ({type(exc).__name__}); the traceback is in the log",
-                     traceback.format_exc())
+            ctx.fail(failure_message(exc, "the simulation"), traceback.format_exc())
             return StageRun.Status.FAILED
     queue_follow_up(run.pk)
     return StageRun.Status.SUCCEEDED

@@ -64,12 +64,15 @@ def cell_with_sd(cell, sd) -> str:
 def find_spots_report(run, rows: list[dict]) -> dict:
     traces, table_rows, row_status = [], [], []
     total_images = total_spots = 0
+    viewer = viewer_urls(run)
     for r in rows:
         s = r["summary"]
         hist = s.get("histogram") or {}
         if hist.get("image"):
             traces.append({"type": "scatter", "mode": "lines+markers", "name": r["name"],
                            "x": list(hist["image"]), "y": list(hist.get("n_spots") or [])})
+            if viewer.get(r["index"]):  # static/js/viewer_links.js: a click opens that image
+                traces[-1]["meta"] = {"viewer": viewer[r["index"]] + "&image="}
         n_images, n_spots = s.get("n_images"), s.get("n_spots")
         if r["status"] == "succeeded" and n_images:
             total_images += int(n_images)
@@ -85,7 +88,8 @@ def find_spots_report(run, rows: list[dict]) -> dict:
         "tables": [{"id": "spots", "title": "Strong spots",
                     "columns": ["Sweep", "Images", "Spots", "Spots/image", "Status", "Message"],
                     "rows": table_rows, "row_status": row_status}],
-        "figures": [{"id": "spots_per_image", "title": "Spots per image",
+        "scripts": ["js/viewer_links.js"],
+        "figures": [{"id": "spots_per_image", "title": "Spots per image (click a point to see that image)",
                      "data": traces,
                      "layout": {"title": {"text": "Strong spots per image"},
                                 "xaxis": {"title": {"text": "image"}},
@@ -149,7 +153,8 @@ def index_report(run, rows: list[dict]) -> dict:
         "tables": [{"id": "indexing", "title": "Indexing per sweep",
                     "columns": ["Sweep", "% indexed", "Unit cell (Å, °)", "Space group", "RMSD X (px)",
                                 "RMSD Y (px)", "RMSD Z (images)", "Status", "Message"],
-                    "rows": table_rows, "row_status": row_status}],
+                    "rows": table_rows, "row_status": row_status},
+                   bravais_table(rows)],
         "figures": [
             {"id": "cell_lengths", "title": "Unit cell lengths per sweep",
              "data": traces(range(3), ("a", "b", "c")),
@@ -166,6 +171,33 @@ def index_report(run, rows: list[dict]) -> dict:
                         "margin": {"t": 40}}},
         ],
     }
+
+
+def bravais_table(rows: list[dict]) -> dict:
+    """Each indexed sweep's Bravais settings (its first lattice), as dials.index prints
+    them: metric fit, rmsd, min/max cc of the strong spots' I/σ under the setting's
+    operators ("—" for aP or too few symmetry-related pairs), #spots, cell, cb_op."""
+    from processing.cli.index import min_max_cc
+
+    out, status = [], []
+    for r in rows:
+        lattices = (r["summary"] or {}).get("lattices") or []
+        if r["status"] != "succeeded" or not lattices:
+            continue
+        for b in lattices[0].get("bravais_settings") or []:
+            cc = min_max_cc(b)
+            out.append([r["name"], ("* " if b.get("recommended") else "") + str(b.get("solution")),
+                        _num(b.get("metric_fit"), 4), _num(b.get("rmsd"), 3), None if cc == "-/-" else cc,
+                        b.get("nspots"), b.get("bravais"), ", ".join(f"{float(v):.2f}" for v in b.get("unit_cell") or []),
+                        _num(b.get("volume"), 0), b.get("cb_op")])
+            status.append("succeeded")
+    return {"id": "bravais", "title": "Bravais settings (first lattice of each sweep)",
+            "columns": ["Sweep", "Solution", "Metric fit (°)", "rmsd (mm)", "min/max cc", "#spots", "Lattice",
+                        "Unit cell (Å, °)", "Volume (Å³)", "cb_op"],
+            "rows": out, "row_status": status,
+            "note": "* = recommended (DIALS's rules: rmsd against the aP setting's, metric fit, min cc). min/max cc: "
+                    "the lowest and highest correlation of the strong spots' I/σ between indices related by each "
+                    "operator of the setting's lowest-symmetry space group (with more than 10 pairs)."}
 
 
 # --- refine ----------------------------------------------------------------------------------
@@ -428,10 +460,30 @@ def import_report(run, rows: list[dict]) -> dict:
             "figures": []}
 
 
+def viewer_urls(run) -> dict[int, str]:
+    """sweep index → the image viewer of that sweep with this run's results (``…?run=N``),
+    for the sweeps that succeeded in a run of the viewer's stages."""
+    from xtalweb.projects.viewer_views import VIEWER_STAGES, viewer_url
+
+    if run.stage not in VIEWER_STAGES:
+        return {}
+    return {s.index: viewer_url(run.project_id, s.sweep_id, run.pk) for s in run.sweep_runs.all()
+            if s.sweep_id is not None and s.status == "succeeded"}
+
+
+def _viewer_panel(run, rows: list[dict]) -> dict | None:
+    urls = viewer_urls(run)
+    links = [{"name": r["name"], "url": urls[r["index"]]} for r in rows if r["index"] in urls]
+    return {"template": "reports/_viewer_links.html", "id": "viewer-links", "links": links} if links else None
+
+
 def report_for_run(run) -> dict:
     """The report of any StageRun, drawn by its stage's registered builder."""
     rows = sweep_rows_of(run)
     body = REPORTS[run.stage].build(run, rows) if run.stage in REPORTS else {"tables": [], "figures": []}
+    panel = _viewer_panel(run, rows)
+    if panel:
+        body = dict(body, panels=[panel] + list(body.get("panels") or []))
     sweeps = [{k: r[k] for k in ("index", "name", "status", "error", "progress")} for r in rows] \
         if run.sweep_runs.exists() else []
     return {"run": run.pk, "stage": run.stage, "status": run.status, "progress": run.progress,

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
+from xtalweb.projects.live import run_state
 from xtalweb.projects.models import StageRun
 from xtalweb.projects.permissions import get_project_for_user
 
@@ -30,14 +31,17 @@ def stagerun_report(request, pk: int, run_id: int):
     tables = [dict(t, pairs=list(zip(t["rows"], t["row_status"]))) for t in report["tables"]]
     return render(request, "reports/stagerun_report.html",
                   {"project": run.project, "run": run, "report": report, "tables": tables,
-                   "parameters": sorted((run.parameters or {}).items())})
+                   "state": run_state(run), "parameters": sorted((run.parameters or {}).items())})
 
 
 @login_required
 @require_GET
 def stagerun_report_json(request, pk: int, run_id: int):
     run = _run(request, pk, run_id)
-    return JsonResponse(report_for_run(run), json_dumps_params={"ensure_ascii": False, "allow_nan": False})
+    data = dict(report_for_run(run), state=run_state(run))  # the page's live status and tab title
+    response = JsonResponse(data, json_dumps_params={"ensure_ascii": False, "allow_nan": False})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def plotly_js_path() -> str:
@@ -46,10 +50,12 @@ def plotly_js_path() -> str:
     return os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
 
 
+@login_required
 @require_GET
-@cache_control(public=True, max_age=7 * 24 * 3600)
+@cache_control(private=True, max_age=7 * 24 * 3600)
 def plotly_js(request):
-    """plotly.min.js as shipped inside the installed ``plotly`` package (no CDN, no copy in git)."""
+    """plotly.min.js as shipped inside the installed ``plotly`` package (no CDN, no copy in
+    git), to logged-in users as every other URL but the login page."""
     try:
         path = plotly_js_path()
     except ImportError:
