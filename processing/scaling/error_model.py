@@ -2,7 +2,7 @@
 
     σ'² = a² (σ² + (b·g Ĩ_h)²),
 
-fitted as DIALS fits it to the normalised deviations δ = sqrt((n_h − 1)/n_h)·(I − g Ĩ_h)/σ'
+fitted as DIALS fits it to the normalised deviations δ = sqrt(n_h/(n_h − 1))·(I − g Ĩ_h)/σ'
 of the observations that are not outliers, in reflections (Friedel mates apart) seen at
 least twice, with mean I/σ² above 0.85, expected intensity g Ĩ_h above ``min_Ih`` and a
 spread within max(50, max Ĩ/40) times their σ². a and b alternate until a moves by less
@@ -48,7 +48,7 @@ def deviations(group, n_groups, intensity, variance, a=1.0, b=0.0, mean=None):
     m = mean[group]
     nh = n[group]
     with np.errstate(invalid="ignore", divide="ignore"):
-        delta = np.sqrt((nh - 1) / nh) * (intensity - m) / np.sqrt(apply(variance, m, a, b))
+        delta = np.sqrt(nh / (nh - 1)) * (intensity - m) / np.sqrt(apply(variance, m, a, b))
     delta[nh < 2] = np.nan
     return delta, mean
 
@@ -107,8 +107,10 @@ class _Fit:
 
     def __init__(self, group, intensity, variance, g, ih, n_bins):
         n = np.bincount(group)[group]
-        # DIALS's calc_deltahl: sqrt((n − 1)/n), so a comes out ≈ (n − 1)/n of an unbiased fit's
-        self.numerator = np.sqrt((n - 1) / n) * (intensity - g * ih)
+        # I − g·Ĩ_h has variance σ'²·(n − 1)/n (Ĩ_h includes I): sqrt(n/(n − 1)) gives δ unit variance.
+        # DIALS's calc_deltahl multiplies by sqrt((n − 1)/n) instead, so its a comes out ≈ (n − 1)/n
+        # of the true one (0.75 at n = 4 on data with known σ) and its σ are too small.
+        self.numerator = np.sqrt(n / (n - 1)) * (intensity - g * ih)
         self.variance, self.i2 = variance, (g * ih) ** 2
         index, label = intensity_bins(g * ih, n_bins)
         self.count = np.bincount(label)
