@@ -67,12 +67,17 @@ def summary_numbers(stdout: str) -> dict:
     return out
 
 
-def cc_to_truth(expt_path: str, refl_path: str, truth_mtz: str) -> dict:
+def cc_to_truth(expt_path: str, refl_path: str, truth_mtz: str, d_min: float | None = None) -> dict:
+    """CC of the merged scaled intensities with the truth (in the better of the two settings),
+    optionally only to ``d_min`` (Å)."""
     experiments, table = read_experiments(expt_path), read_reflections(refl_path)
     flags = table["flags"].astype(np.uint64)
     ok = ((flags & np.uint64(int(Flags.scaled))) != 0) & ((flags & np.uint64(int(Flags.bad_for_scaling))) == 0)
     g = table["inverse_scale_factor"]
     ok &= g > 0
+    if d_min is not None:
+        cell = gemmi.UnitCell(*experiments[0].crystal.unit_cell)
+        ok &= np.asarray(cell.calculate_d_array(np.asarray(table["miller_index"]).astype(np.int32))) >= d_min
     sg = gemmi.SpaceGroup(experiments[0].crystal.space_group_symbol)
     merged = merge_intensities(table["miller_index"][ok], table["intensity.scale.value"][ok] / g[ok],
                                table["intensity.scale.variance"][ok] / g[ok] ** 2, sg,
@@ -90,6 +95,8 @@ def cc_to_truth(expt_path: str, refl_path: str, truth_mtz: str) -> dict:
         if best is None or cc > best["cc_to_truth"]:
             best = {"cc_to_truth": round(cc, 5), "n_unique": int(found.sum()), "n_datasets": len(experiments),
                     "n_observations": int(ok.sum())}
+            if d_min is not None:
+                best["d_min"] = d_min
     return best
 
 
@@ -156,7 +163,8 @@ def filter_and_rescale(name: str, folder: str, scale: list[str], args) -> dict:
     if f.get("returncode"):
         out["error"] = (f.get("stderr") or "")[-500:]
         return out
-    with open(os.path.join(folder, f"{name}_scaled.expt")) as a, open(os.path.join(folder, f"{name}_filtered.expt")) as b:
+    with open(os.path.join(folder, f"{name}_scaled.expt")) as a, \
+            open(os.path.join(folder, f"{name}_filtered.expt")) as b:
         out["datasets_removed"] = len(json.load(a)["experiment"]) - len(json.load(b)["experiment"])
     s = timed(scale + [f"{name}_filtered.expt", f"{name}_filtered.refl", f"output.experiments={name}_rescaled.expt",
                        f"output.reflections={name}_rescaled.refl"], folder, args.timeout)
