@@ -9,13 +9,16 @@ in one run of this script, on the same images:
 * DIALS 3.12: the tutorial's commands in ``ROOT/dials``: dials.import, dials.find_spots,
   dials.index joint=false unit_cell=67,67,67,109,109,109, dials.refine, dials.integrate,
   dials.cosym, dials.scale, dials.compute_delta_cchalf, dials.scale filtered.* (which
-  suggests a resolution limit from the CC½ fit) and dials.scale filtered.* d_min=<that limit>.
+  suggests a resolution limit from the CC½ fit) and dials.scale filtered.* d_min=<that limit>
+  (when dials.scale suggests none — CC½ above 0.3 to the edge of the data — xtal's
+  estimate from the xtal run, so that both are compared at one d_min).
   nproc=2 where a program takes it (find_spots, index, integrate). The scale runs write
   scaled.*, scaled_filtered.* and scaled_final.* so that every step's files are kept.
 
 Every command runs under ``/usr/bin/time -v`` (wall time, user + system CPU time,
-peak RSS of its largest process). Reported per program: total and per-step wall time, peak memory (max over the
-steps), sweeps indexed / integrated / placed by cosym / in the final data, the Laue
+peak RSS of its largest process). Reported per program: total and per-step wall time,
+peak memory (max over the steps), sweeps indexed / integrated / placed by cosym / in the
+final data, the Laue
 group, whether the reindexing is consistent with the simulation's truth (every data set's
 basis against the truth's reference basis, up to a rotation of I 2 3, one setting for all
 — as ``cosym_insulin_images.py``), whether the non-isomorphous crystal is left out of
