@@ -589,13 +589,14 @@ def _text(group, name, value):
 def write_nxmx(master_path: str, beam: Beam, detector: Detector, goniometer: Goniometer | None, scan: Scan,
                images, *, pixel_mask=None, saturation_value=None, images_per_file: int = 100,
                detector_name: str = "EIGER2 XE 9M", sensor_material: str = "CdTe",
-               sensor_thickness_mm: float = 0.75) -> list[str]:
+               sensor_thickness_mm: float = 0.75, pixel_mask_bits=None) -> list[str]:
     """Write a rotation sweep as NXmx: ``<name>_master.h5`` + ``<name>_data_000001.h5`` ….
 
     ``images`` is an iterable of 2-D integer arrays (slow, fast), consumed one at a
     time and streamed to the data files (chunk = one image, bitshuffle-LZ4), at most
     ``images_per_file`` per file. ``pixel_mask`` (slow, fast): non-zero = bad pixel;
-    the panel's mask rectangles are added to it (bit 0, gap). Geometry is written as
+    the panel's mask rectangles are added to it (bit 0, gap); ``pixel_mask_bits`` (slow,
+    fast, optional) are NeXus pixel_mask bits OR-ed in as given (2 dead, 8 hot …). Geometry is written as
     McStas depends_on chains; the goniometer's axes (innermost first) as rotations
     with per-image values for the scan axis. ``/entry/data`` holds external links
     ``data_000001`` … and a virtual dataset ``data`` spanning them. Files are
@@ -653,7 +654,7 @@ def write_nxmx(master_path: str, beam: Beam, detector: Detector, goniometer: Gon
             raise XtalError(f"write_nxmx got {k} images but the scan has {n_expected}")
         tmp_master = _tmp_name(master_path)
         _write_master(tmp_master, base, beam, panel, goniometer, scan, counts, dtype, pixel_mask,
-                      saturation_value, detector_name, sensor_material, sensor_thickness_mm)
+                      saturation_value, detector_name, sensor_material, sensor_thickness_mm, pixel_mask_bits)
         for tmp, final in written:
             os.replace(tmp, final)
         os.replace(tmp_master, master_path)
@@ -670,7 +671,7 @@ def write_nxmx(master_path: str, beam: Beam, detector: Detector, goniometer: Gon
 
 
 def _write_master(path, base, beam, panel, goniometer, scan, counts, dtype, pixel_mask, saturation_value,
-                  detector_name, sensor_material, sensor_thickness_mm):
+                  detector_name, sensor_material, sensor_thickness_mm, pixel_mask_bits=None):
     """The NXmx master file: beam, detector, goniometer and links to the data files."""
     with h5py.File(path, "w") as f:
         f.attrs["default"] = np.bytes_("entry")
@@ -689,7 +690,7 @@ def _write_master(path, base, beam, panel, goniometer, scan, counts, dtype, pixe
         det.attrs["NX_class"] = np.bytes_("NXdetector")
         _write_detector_header(det, beam, panel, scan, saturation_value, detector_name, sensor_material,
                                sensor_thickness_mm)
-        _write_pixel_mask(det, panel, pixel_mask)
+        _write_pixel_mask(det, panel, pixel_mask, pixel_mask_bits)
         _write_detector_geometry(det, panel)
         sample = entry.create_group("sample")
         sample.attrs["NX_class"] = np.bytes_("NXsample")
@@ -725,13 +726,19 @@ def _write_detector_header(det, beam, panel, scan, saturation_value, detector_na
         pass
 
 
-def _write_pixel_mask(det, panel, pixel_mask):
-    """``pixel_mask`` (slow, fast): bit 1 for the caller's bad pixels, bit 0 for module gaps."""
+def _write_pixel_mask(det, panel, pixel_mask, bits=None):
+    """``pixel_mask`` (slow, fast): bit 1 for the caller's bad pixels, bit 0 for module gaps;
+    ``bits``: NeXus bits OR-ed in as given."""
     nx, ny = panel.image_size
     mask = np.zeros((ny, nx), dtype=np.uint32) if pixel_mask is None else \
         (np.asarray(pixel_mask) != 0).astype(np.uint32) * np.uint32(2)
     if mask.shape != (ny, nx):
         raise XtalError(f"pixel_mask has shape {mask.shape}, expected {(ny, nx)}")
+    if bits is not None:
+        bits = np.asarray(bits)
+        if bits.shape != (ny, nx):
+            raise XtalError(f"pixel_mask_bits has shape {bits.shape}, expected {(ny, nx)}")
+        mask |= bits.astype(np.uint32)
     for x0, y0, x1, y1 in panel.mask:
         mask[int(y0):int(y1), int(x0):int(x1)] |= np.uint32(1)
     det.create_dataset("pixel_mask", data=mask, compression="gzip", compression_opts=4)

@@ -9,11 +9,15 @@ Files (in ``params.output_dir``):
 
 images mode
     ``crystal_<k>_master.h5`` + ``crystal_<k>_data_000001.h5`` … (NXmx, one sweep per
-    crystal, k = 000, 001 …), ``truth.expt`` (the true models, imagesets pointing
-    at the master files), ``truth_reflections_<k>.refl`` (true reflections of sweep
-    k: miller_index, xyzcal.px, intensity.true.value …), ``truth_partials_<k>.npz``
-    (per image partial fractions: row, image (1-based), fraction, counts),
-    ``true.mtz`` (merged true intensities, IMEAN/SIGIMEAN), ``truth.json``.
+    crystal, k = 000, 001 …), ``truth.expt`` (the true models, one experiment per
+    lattice, imagesets pointing at the master files), ``truth_reflections_<k>.refl``
+    (true reflections of sweep k: miller_index, xyzcal.px, intensity.true.value …;
+    ``id`` = lattice), ``truth_partials_<k>.npz`` (per image partial fractions: row,
+    image (1-based), fraction, counts), ``true.mtz`` (merged true intensities,
+    IMEAN/SIGIMEAN), ``truth.json`` (with ``true_geometry`` and ``header_geometry``);
+    with the realism options ``truth_zingers_<k>.npz`` (image (1-based), x, y, counts)
+    and ``truth_defects.npz`` (hot_xy, dead_xy, dead_modules, mask_bits).
+    The NXmx headers carry the header geometry (the truth plus the header_* errors).
 reflections mode
     ``integrated.expt``, ``integrated.refl`` (integrated-like, DIALS columns and
     flags), ``true.mtz``, ``truth.json``.
@@ -33,7 +37,7 @@ from ..geometry.prediction import predict_rotation
 from ..models import Crystal, Experiment, ExperimentList, ImageSource
 from ..models.crystal import hall_symbol
 from ..reflections import Flags, ReflectionTable
-from . import instrument, render
+from . import defects, instrument, render, scatter
 from .crystals import CrystalTruth, make_ensemble
 from .params import SimulateParams, as_dict, check_symmetry, resolve
 from .presets import PRESETS
@@ -48,10 +52,10 @@ MARGIN_DEG = 2.0  # predict this far outside the scan so partial spots at its en
 
 @dataclass
 class SweepSimulation:
-    """One crystal's sweep: the true experiment, its true reflections and images."""
+    """One crystal's sweep: the true experiments (one per lattice), true reflections and images."""
 
     crystal: CrystalTruth
-    experiment: Experiment
+    experiments: list[Experiment]
     table: dict  # column name -> array (true reflections with partiality > 0)
     partial_rows: np.ndarray
     partial_images: np.ndarray  # 0-based
@@ -62,6 +66,14 @@ class SweepSimulation:
     _background: np.ndarray = field(repr=False, default=None)
     _gap: np.ndarray = field(repr=False, default=None)
     saturation: int = 1_000_000
+    defects: defects.DetectorDefects | None = field(repr=False, default=None)
+    flux: np.ndarray | None = None  # relative incident flux of every image
+    zingers: dict | None = None  # image (0-based), x, y, counts of the cosmic-ray hits
+
+    @property
+    def experiment(self) -> Experiment:
+        """The experiment of the crystal's own lattice (lattice 0)."""
+        return self.experiments[0]
 
     def images(self):
         """Generator of the sweep's images, int32 (slow, fast), one at a time."""
@@ -74,13 +86,23 @@ class SweepSimulation:
         for i in range(self.n_images):
             sel = order[bounds[i]:bounds[i + 1]]
             rows = self.partial_rows[sel]
-            yield render.render_image(self._background, np.float32(self.bg_scale),
-                                      xs_all[rows].astype(np.float64), ys_all[rows].astype(np.float64),
-                                      sig_all[rows].astype(np.float64), self.partial_counts[sel].astype(np.float64),
-                                      self._gap, np.uint64(self.crystal.seed + i), int(self.saturation))
+            bg_scale = self.bg_scale if self.flux is None else self.bg_scale * self.flux[i]
+            spots = (xs_all[rows].astype(np.float64), ys_all[rows].astype(np.float64),
+                     sig_all[rows].astype(np.float64), self.partial_counts[sel].astype(np.float64))
+            seed = np.uint64(self.crystal.seed + i)
+            if self.defects is None:
+                image = render.render_image(self._background, np.float32(bg_scale), *spots, self._gap, seed,
+                                            int(self.saturation))
+            else:
+                image = render.render_image_detector(self._background, np.float32(bg_scale), *spots, self._gap,
+                                                     self.defects.gain, self.defects.fixed, seed,
+                                                     int(self.saturation))
+            if self.zingers is not None:
+                defects.add_zingers(image, self.zingers, i, int(self.saturation))
+            yield image
 
     def truth_table(self) -> ReflectionTable:
-        t = ReflectionTable(experiment_identifiers={0: self.experiment.identifier})
+        t = ReflectionTable(experiment_identifiers={j: e.identifier for j, e in enumerate(self.experiments)})
         for name, values in self.table.items():
             if name == "miller_index_reference":
                 t.set_column(name, values, kind="cctbx::miller::index<>")
@@ -88,7 +110,7 @@ class SweepSimulation:
                 t.set_column(name, values, kind="int")
             else:
                 t[name] = values
-        t["id"] = np.zeros(len(t), dtype=np.int32)
+        t["id"] = np.asarray(self.table["lattice"], dtype=np.int32)
         t["flags"] = np.full(len(t), int(Flags.predicted), dtype=np.uint64)
         return t
 
@@ -104,6 +126,9 @@ class SimulationResult:
     summary: dict
     reflections: ReflectionTable | None = None
     detector_name: str = ""
+    pixel_mask_bits: np.ndarray | None = None  # NeXus bits of the masked defects (uint32)
+    header_models: tuple | None = None  # (beam, detector) written in the NXmx headers
+    defects: defects.DetectorDefects | None = None
 
 
 def _structure(p: SimulateParams, rng):
@@ -132,12 +157,16 @@ def simulate(params: SimulateParams) -> SimulationResult:
     hall = hall_symbol(sg)
 
     experiments = ExperimentList()
+    per_crystal = []
     for c in crystals:
         scan = instrument.make_scan(p.n_images, p.start_angle, p.oscillation_width, c.exposure_time,
                                     1.7e9 + 600.0 * c.index)
-        experiments.append(Experiment(beam=beam, detector=detector, goniometer=gonio, scan=scan,
-                                      crystal=Crystal.from_cell_and_U(c.cell, c.U, hall),
-                                      identifier=c.identifier))
+        lattices = c.lattices() if p.mode == "images" else c.lattices()[:1]
+        per_crystal.append([Experiment(beam=beam, detector=detector, goniometer=gonio, scan=scan,
+                                       crystal=Crystal.from_cell_and_U(lat.cell, lat.U, hall),
+                                       identifier=lat.identifier) for lat in lattices])
+        for e in per_crystal[-1]:
+            experiments.append(e)
 
     summary = {"preset": p.preset, "mode": p.mode, "parameters": as_dict(p),
                "space_group": sg.xhm(), "unit_cell": list(cell), "wavelength": p.wavelength,
@@ -158,50 +187,94 @@ def simulate(params: SimulateParams) -> SimulationResult:
     panel = detector[0]
     shadow = render.beamstop_shadow(panel, beam)
     gap = instrument.gap_mask(p.detector)
-    background = render.background_map(panel, beam, p.background) * shadow
+    background = render.background_map(panel, beam, p.background)
+    if p.ice_ring_intensity or p.solvent_ring_intensity or p.air_scatter_intensity:
+        background = background + scatter.scatter_map(panel, beam, p.ice_ring_intensity,
+                                                      p.solvent_ring_intensity, p.air_scatter_intensity)
+    background = background * shadow
+    bad = defects.detector_defects(p.detector, gap, p)
+    alive = ~gap if bad is None else ~gap & (bad.fixed < 0)
     k_base = p.signal / I_SCALE
     sweeps = []
     non_iso_cache = {}
-    for c, expt in zip(crystals, experiments):
+    for c, expts in zip(crystals, per_crystal):
         lookup = truth
         if "non_isomorphous" in c.flags:
             if c.index not in non_iso_cache:
                 st2 = structure.perturbed(np.random.default_rng(c.seed), 0.35, 1.02)
                 non_iso_cache[c.index] = true_intensities(st2, d_min * 0.98)
             lookup = non_iso_cache[c.index]
-        lattices = [(c.A, c.scale, c.setting_op, 0)]
-        if c.second_U is not None:
-            lattices.append((c.second_U @ c.B, c.scale * c.second_scale, np.eye(3, dtype=np.int64), 1))
-        sweeps.append(_sweep(p, c, expt, lattices, lookup, k_base, shadow, background, gap, d_min))
+        flux = defects.flux_factors(p.n_images, p.beam_flux_jitter, p.seed, c.index)
+        s = _sweep(p, c, expts, lookup, k_base, shadow, background, gap, d_min, flux)
+        s.defects = bad
+        s.zingers = defects.zingers(p.n_images, p.zinger_rate, alive, p.seed, c.index)
+        sweeps.append(s)
     pixel_mask = gap.astype(np.uint32)
-    summary["crystals"] = [dict(c.to_dict(), n_reflections=int(len(s.table["d"])),
-                                n_full_in_scan=int(np.sum(s.table["partiality"] > 0.99)))
-                           for c, s in zip(crystals, sweeps)]
+    summary["crystals"] = [_crystal_summary(c, s) for c, s in zip(crystals, sweeps)]
+    header = _header(p, beam, detector, summary)
+    if bad is not None:
+        summary["detector_defects"] = dict(bad.summary(), masked=bool(p.mask_defects))
     summary["seconds_setup"] = time.perf_counter() - t0
     return SimulationResult(p, truth, crystals, experiments, sweeps, pixel_mask, summary,
-                            detector_name=instrument.NAMES[p.detector])
+                            detector_name=instrument.NAMES[p.detector],
+                            pixel_mask_bits=bad.bits if bad is not None and p.mask_defects else None,
+                            header_models=header, defects=bad)
 
 
-def _sweep(p, c: CrystalTruth, expt: Experiment, lattices, lookup: TrueIntensities, k_base, shadow,
-           background, gap, d_min) -> SweepSimulation:
+def _crystal_summary(c: CrystalTruth, s: SweepSimulation) -> dict:
+    d = dict(c.to_dict(), n_reflections=len(s.table["d"]),
+             n_full_in_scan=int(np.sum(s.table["partiality"] > 0.99)))
+    if c.extra_lattices:
+        d["n_reflections_per_lattice"] = np.bincount(s.table["lattice"], minlength=1 + len(c.extra_lattices)).tolist()
+    if s.flux is not None:
+        d["beam_factors"] = [float(f) for f in s.flux]
+    if s.zingers is not None:
+        d["n_zingers"] = len(s.zingers["image"])
+    return d
+
+
+def _header(p: SimulateParams, beam, detector, summary: dict):
+    """The header models (None if the header is exact); both geometries go into ``summary``."""
+    summary["true_geometry"] = instrument.geometry_record(beam, detector)
+    errors = (p.header_distance_error, tuple(p.header_beam_centre_error), p.header_tilt_error,
+              p.header_tilt_axis, p.header_wavelength_error)
+    if not any((errors[0], *errors[1], errors[2], errors[4])):
+        summary["header_geometry"] = dict(summary["true_geometry"])
+        return None
+    hbeam, hdet = instrument.header_models(beam, detector, *errors)
+    summary["header_geometry"] = dict(instrument.geometry_record(hbeam, hdet),
+                                      errors={"distance_mm": errors[0], "beam_centre_px": list(errors[1]),
+                                              "tilt_deg": errors[2], "tilt_axis_deg": errors[3],
+                                              "wavelength": errors[4]})
+    return hbeam, hdet
+
+
+def _sweep(p, c: CrystalTruth, expts: list[Experiment], lookup: TrueIntensities, k_base, shadow,
+           background, gap, d_min, flux) -> SweepSimulation:
+    expt = expts[0]
     panel = expt.detector[0]
     cols, rows_all, img_all, frac_all, cnt_all = [], [], [], [], []
     offset = 0
     exposure_rel = c.exposure_time / p.exposure_time
-    for A, scale, op, lattice in lattices:
-        pred = predict_rotation(A, expt.beam, expt.detector, expt.goniometer, expt.scan, d_min=d_min,
+    for lattice, lat in enumerate(c.lattices()):
+        op = lat.setting_op
+        pred = predict_rotation(lat.A, expt.beam, expt.detector, expt.goniometer, expt.scan, d_min=d_min,
                                 space_group=lookup.space_group, margin_deg=MARGIN_DEG)
         h_ref = pred["miller_index"] @ op.T
         intensity = lookup.lookup(h_ref)
         stol2 = 0.25 / pred["d"] ** 2
-        intensity = intensity * np.exp(-2.0 * c.b_extra * stol2)
-        sm = render.spot_model(pred, panel, expt.beam, intensity, k_base * scale * exposure_rel,
+        intensity = intensity * np.exp(-2.0 * lat.b_extra * stol2)
+        sm = render.spot_model(pred, panel, expt.beam, intensity, k_base * lat.scale * exposure_rel,
                                p.mosaicity, p.beam_divergence, p.oscillation_width, shadow)
+        if p.psf_sigma > 0:
+            sm["sigma_px"] = np.hypot(sm["sigma_px"], p.psf_sigma)
         rows, image, frac = render.partials(pred["xyzcal.px"][:, 2], sm["sigma_z"], p.n_images)
         damage = np.ones(len(rows))
         if "damaged" in c.flags:
             damage = (1 - p.damage_decay_per_image) ** image * np.exp(-2 * p.damage_b_per_image * image * stol2[rows])
         counts = sm["counts_full"][rows] * frac * damage
+        if flux is not None:
+            counts = counts * flux[image]
         recorded = np.bincount(rows, weights=counts, minlength=len(intensity))
         partiality = np.bincount(rows, weights=frac, minlength=len(intensity))
         keep = partiality > 1e-3
@@ -225,9 +298,9 @@ def _sweep(p, c: CrystalTruth, expt: Experiment, lattices, lookup: TrueIntensiti
             "sigma_z": sm["sigma_z"][keep], "lattice": np.full(n_keep, lattice, dtype=np.int32),
         })
     table = {k: np.concatenate([c_[k] for c_ in cols]) for k in cols[0]}
-    return SweepSimulation(c, expt, table, np.concatenate(rows_all), np.concatenate(img_all),
+    return SweepSimulation(c, expts, table, np.concatenate(rows_all), np.concatenate(img_all),
                            np.concatenate(frac_all), np.concatenate(cnt_all), exposure_rel, p.n_images,
-                           background, gap, int(p.saturation_value))
+                           background, gap, int(p.saturation_value), flux=flux)
 
 
 # --- writing: the only place that touches files ---------------------------------------
@@ -261,14 +334,24 @@ def write_simulation(result: SimulationResult, out_dir: str) -> dict:
         for k, s in enumerate(result.sweeps):
             master = os.path.join(out_dir, f"crystal_{k:03d}_master.h5")
             e = s.experiment
-            written = write_nxmx(master, e.beam, e.detector, e.goniometer, e.scan, s.images(),
-                                 pixel_mask=result.pixel_mask, saturation_value=int(p.saturation_value),
+            beam, detector = result.header_models or (e.beam, e.detector)
+            written = write_nxmx(master, beam, detector, e.goniometer, e.scan, s.images(),
+                                 pixel_mask=result.pixel_mask, pixel_mask_bits=result.pixel_mask_bits,
+                                 saturation_value=int(p.saturation_value),
                                  images_per_file=p.images_per_file, detector_name=result.detector_name,
                                  sensor_material=e.detector[0].material,
                                  sensor_thickness_mm=e.detector[0].thickness)
-            e.imageset = ImageSource(kind="ImageSequence", template=master,
-                                     single_file_indices=list(range(e.scan.num_images)))
+            source = ImageSource(kind="ImageSequence", template=master,
+                                 single_file_indices=list(range(e.scan.num_images)))
+            for lattice in s.experiments:  # one imageset shared by the sweep's lattices, as DIALS writes it
+                lattice.imageset = source
             files["images"].append(written)
+            if s.zingers is not None:
+                npz = os.path.join(out_dir, f"truth_zingers_{k:03d}.npz")
+                z = s.zingers
+                _atomic(npz, lambda tmp, z=z: _save_npz(tmp, image=z["image"] + 1, x=z["x"], y=z["y"],
+                                                        counts=z["counts"]))
+                files.setdefault("truth_zingers", []).append(npz)
             refl = os.path.join(out_dir, f"truth_reflections_{k:03d}.refl")
             write_reflections(refl, s.truth_table())
             files["truth_reflections"].append(refl)
@@ -277,6 +360,13 @@ def write_simulation(result: SimulationResult, out_dir: str) -> dict:
                                                     fraction=s.partial_fraction, counts=s.partial_counts))
             files["truth_partials"].append(npz)
         result.summary["seconds_images"] = time.perf_counter() - t0
+        if result.defects is not None:
+            d = result.defects
+            npz = os.path.join(out_dir, "truth_defects.npz")
+            _atomic(npz, lambda tmp: _save_npz(tmp, hot_xy=d.hot_xy, dead_xy=d.dead_xy,
+                                               dead_modules=np.asarray(d.dead_modules, dtype=np.int64),
+                                               mask_bits=d.bits))
+            files["truth_defects"] = npz
         write_experiments(os.path.join(out_dir, "truth.expt"), result.experiments)
         files["truth_experiments"] = os.path.join(out_dir, "truth.expt")
     mtz_path = os.path.join(out_dir, "true.mtz")
@@ -323,7 +413,8 @@ def run_simulate(params: SimulateParams) -> tuple[dict, dict]:
     -------
     files : dict
         The paths written, by kind: ``images`` (NXmx sweeps), ``truth_experiments``,
-        ``truth_reflections``, ``truth_partials`` in images mode, ``experiments``
+        ``truth_reflections``, ``truth_partials`` (and ``truth_zingers``,
+        ``truth_defects`` when those options are on) in images mode, ``experiments``
         and ``reflections`` (integrated-like) in reflections mode; ``true_mtz``
         and ``truth`` in both.
     summary : dict

@@ -12,8 +12,33 @@ from .truth import format_abc
 
 
 @dataclass
+class LatticeTruth:
+    """One more lattice in a crystal's sweep (another crystal of the same form in the beam)."""
+
+    identifier: str
+    cell: tuple[float, ...]
+    U: np.ndarray
+    setting_op: np.ndarray
+    scale: float
+    b_extra: float
+
+    @property
+    def A(self) -> np.ndarray:
+        return self.U @ b_matrix(self.cell)
+
+    def to_dict(self) -> dict:
+        return {"identifier": self.identifier, "unit_cell": [round(float(x), 6) for x in self.cell],
+                "U": [[float(x) for x in row] for row in self.U],
+                "A": [[float(x) for x in row] for row in self.A],
+                "A_reference": [[float(x) for x in row] for row in self.A @ np.linalg.inv(self.setting_op)],
+                "change_of_basis_op": format_abc(self.setting_op), "scale": float(self.scale),
+                "B": float(self.b_extra)}
+
+
+@dataclass
 class CrystalTruth:
-    """What is true of one simulated crystal (one sweep)."""
+    """What is true of one simulated crystal (one sweep); ``extra_lattices`` are the
+    other lattices in the same sweep (lattice 1, 2 … of its reflections)."""
 
     index: int
     identifier: str
@@ -24,8 +49,7 @@ class CrystalTruth:
     b_extra: float
     exposure_time: float
     flags: list[str] = field(default_factory=list)
-    second_U: np.ndarray | None = None
-    second_scale: float = 0.0
+    extra_lattices: list[LatticeTruth] = field(default_factory=list)
     seed: int = 0
 
     @property
@@ -41,6 +65,11 @@ class CrystalTruth:
         """From this crystal's simulated setting to the reference setting (cctbx style)."""
         return format_abc(self.setting_op)
 
+    def lattices(self) -> list[LatticeTruth]:
+        """Every lattice of the sweep, this crystal's own first (lattice 0)."""
+        own = LatticeTruth(self.identifier, self.cell, self.U, self.setting_op, self.scale, self.b_extra)
+        return [own] + list(self.extra_lattices)
+
     def to_dict(self) -> dict:
         d = {"index": self.index, "identifier": self.identifier,
              "unit_cell": [round(float(x), 6) for x in self.cell],
@@ -49,10 +78,10 @@ class CrystalTruth:
              "A_reference": [[float(x) for x in row] for row in self.A @ np.linalg.inv(self.setting_op)],
              "change_of_basis_op": self.change_of_basis_op,
              "scale": float(self.scale), "B": float(self.b_extra),
-             "exposure_time": float(self.exposure_time), "flags": list(self.flags)}
-        if self.second_U is not None:
-            d["second_lattice"] = {"U": [[float(x) for x in row] for row in self.second_U],
-                                   "scale": float(self.second_scale)}
+             "exposure_time": float(self.exposure_time), "flags": list(self.flags),
+             "n_lattices": 1 + len(self.extra_lattices)}
+        if self.extra_lattices:
+            d["lattices"] = [lat.to_dict() for lat in self.lattices()]
         return d
 
 
@@ -101,6 +130,32 @@ def make_ensemble(p, sg: gemmi.SpaceGroup, cell, ambiguities: list[np.ndarray],
         second = random_rotation(rng) if "second_lattice" in flags[i] else None
         seed = int(rng.integers(2**62))
         identifier = f"xtal-sim-{p.seed:d}-{i:04d}"
+        extra = []
+        if second is not None:
+            extra.append(LatticeTruth(f"{identifier}-1", c, second, np.eye(3, dtype=np.int64), 0.5 * scale, b_extra))
         out.append(CrystalTruth(i, identifier, c, U, np.asarray(op, dtype=np.int64), scale, b_extra,
-                                exposure, flags[i], second, 0.5 if second is not None else 0.0, seed))
+                                exposure, flags[i], extra, seed))
+    _add_lattices(out, p, sg, cell, ambiguities)
     return out
+
+
+def _add_lattices(crystals: list[CrystalTruth], p, sg, cell, ambiguities) -> None:
+    """Other crystals of the same form in every sweep, up to ``p.lattices_per_sweep``.
+
+    Drawn from their own random stream, so that the first lattices stay as they are
+    without this option.
+    """
+    lat = tuple(p.lattices_per_sweep or (1,))
+    lo, hi = lat[0], lat[-1]
+    if hi <= 1:
+        return
+    rng = np.random.default_rng([p.seed, 0x1A77])
+    for c in crystals:
+        n = int(rng.integers(lo, hi + 1))
+        for j in range(len(c.extra_lattices) + 1, n):
+            alt = bool(ambiguities) and rng.random() < (p.alt_setting_fraction or 0)
+            op = ambiguities[0] if alt else np.eye(3, dtype=np.int64)
+            c.extra_lattices.append(LatticeTruth(
+                f"{c.identifier}-{j}", jitter_cell(cell, sg, p.cell_jitter, rng), random_rotation(rng),
+                np.asarray(op, dtype=np.int64), float(np.exp(p.scale_jitter * rng.normal())),
+                float(abs(p.b_factor_jitter * rng.normal()))))

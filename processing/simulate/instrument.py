@@ -8,6 +8,7 @@ wavelength (the same attenuation table values as cctbx.eltbx).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -47,6 +48,19 @@ def gap_mask(kind: str) -> np.ndarray:
         y0 = j * (MODULE[1] + GAP[1]) - GAP[1]
         m[y0:y0 + GAP[1], :] = True
     return m
+
+
+def n_modules(kind: str) -> int:
+    nf, ns = LAYOUT[kind]
+    return nf * ns
+
+
+def module_slices(kind: str) -> list[tuple[slice, slice]]:
+    """(slow, fast) slices of every module, row by row from the top left."""
+    nf, ns = LAYOUT[kind]
+    return [(slice(j * (MODULE[1] + GAP[1]), j * (MODULE[1] + GAP[1]) + MODULE[1]),
+             slice(i * (MODULE[0] + GAP[0]), i * (MODULE[0] + GAP[0]) + MODULE[0]))
+            for j in range(ns) for i in range(nf)]
 
 
 def beam_centre_px(kind: str) -> tuple[float, float]:
@@ -97,3 +111,52 @@ def make_scan(n_images: int, start: float, width: float, exposure: float, epoch0
     return Scan(image_range=(1, n_images), oscillation=(start, width),
                 exposure_times=np.full(n_images, exposure),
                 epochs=epoch0 + exposure * np.arange(n_images))
+
+
+def geometry_record(beam: Beam, detector: Detector) -> dict:
+    """Distance (mm), geometric beam centre (px), panel normal and wavelength (Å), for truth.json."""
+    panel = detector[0]
+    s0u = beam.s0 / np.linalg.norm(beam.s0)
+    n = panel.normal
+    hit = s0u * float(panel.origin @ n) / float(s0u @ n)
+    rel = hit - panel.origin
+    return {"distance_mm": float(panel.origin @ n),
+            "beam_centre_px": [float(rel @ panel.fast_axis / panel.pixel_size[0]),
+                               float(rel @ panel.slow_axis / panel.pixel_size[1])],
+            "normal": [float(v) for v in n], "fast_axis": [float(v) for v in panel.fast_axis],
+            "slow_axis": [float(v) for v in panel.slow_axis], "wavelength": float(beam.wavelength)}
+
+
+def header_models(beam: Beam, detector: Detector, distance_error: float, beam_centre_error, tilt_deg: float,
+                  tilt_axis_deg: float, wavelength_error: float) -> tuple[Beam, Detector]:
+    """The beam and detector an NXmx header claims: the true ones with the given errors.
+
+    The header panel is the true one turned by ``tilt_deg`` about an in-plane axis at
+    ``tilt_axis_deg`` from the fast axis (towards slow), then placed so that its
+    distance (origin·normal, mm) is the true distance + ``distance_error`` and the
+    direct beam meets it at the true beam centre + ``beam_centre_error`` (px, fast, slow).
+    """
+    from scipy.spatial.transform import Rotation
+
+    panel = detector[0]
+    true = geometry_record(beam, detector)
+    psi = math.radians(tilt_axis_deg)
+    axis = math.cos(psi) * panel.fast_axis + math.sin(psi) * panel.slow_axis
+    R = Rotation.from_rotvec(math.radians(tilt_deg) * axis / np.linalg.norm(axis)).as_matrix()
+    fast, slow = R @ panel.fast_axis, R @ panel.slow_axis
+    normal = np.cross(fast, slow)
+    normal /= np.linalg.norm(normal)
+    s0u = beam.s0 / np.linalg.norm(beam.s0)
+    distance = true["distance_mm"] + distance_error
+    hit = s0u * distance / float(s0u @ normal)
+    bx = true["beam_centre_px"][0] + beam_centre_error[0]
+    by = true["beam_centre_px"][1] + beam_centre_error[1]
+    origin = hit - bx * panel.pixel_size[0] * fast - by * panel.pixel_size[1] * slow
+    wavelength = beam.wavelength + wavelength_error
+    if wavelength <= 0:
+        raise XtalError(f"header_wavelength_error={wavelength_error:g}: the header wavelength would be "
+                        f"{wavelength:g} Å", field="header_wavelength_error")
+    hpanel = dataclasses.replace(panel, fast_axis=fast, slow_axis=slow, origin=origin,
+                                 mu=sensor_mu(panel.material, wavelength), mask=list(panel.mask))
+    hbeam = make_beam(wavelength, beam.sigma_divergence)
+    return hbeam, Detector(panels=[hpanel])

@@ -21,7 +21,8 @@ MODES = ("images", "reflections")
 class SimulateParams(StageParams):
     """Parameters of the diffraction simulator (``xtal simulate key=value …``)."""
 
-    preset: str = param("tiny", 'Starting point: tiny, insulin-24 or lysozyme-wedges; the other fields override it.')
+    preset: str = param("tiny", 'Starting point: tiny, insulin-24, lysozyme-wedges, microcrystals or insulin-realistic; '
+                        'the other fields override it.')
     output_dir: str = param(".", 'Folder the files are written into (created if missing).')
     mode: str | None = param(None, 'images (NXmx sweeps) or reflections (an integrated-like .expt/.refl, fast).',
                              choices=MODES)
@@ -60,6 +61,35 @@ class SimulateParams(StageParams):
     damage_decay_per_image: float | None = param(None, 'Relative intensity loss per image of a damaged crystal.', ge=0, lt=1)
     saturation_value: int | None = param(None, 'Counts at which a pixel saturates (clipped; written as the NXmx saturation_value).')
     images_per_file: int = param(100, 'Images per NXmx data file.', ge=1)
+    lattices_per_sweep: tuple[int, ...] | None = param(
+        None, 'Lattices in the beam at once in every sweep (images mode): n, or lo,hi for a random number in [lo, hi] '
+        'per sweep; one crystal form in random orientations, one experiment per lattice in truth.expt.', ge=1)
+    # --- realism (images mode; every option off in the tiny, insulin-24 and lysozyme-wedges presets)
+    header_distance_error: float | None = param(None, 'The NXmx header distance minus the true one (mm).')
+    header_beam_centre_error: tuple[float, float] | None = param(
+        None, 'The header beam centre minus the true one, x,y (px, fast, slow).')
+    header_tilt_error: float | None = param(None, 'Tilt of the header detector plane from the true one (deg).')
+    header_tilt_axis: float | None = param(
+        None, 'Direction of that tilt axis in the detector plane, from the fast axis towards the slow axis (deg).')
+    header_wavelength_error: float | None = param(None, 'The header wavelength minus the true one (Å).')
+    psf_sigma: float | None = param(None, 'Point-spread / charge-sharing blur σ of spots (px, Gaussian, added '
+                                          'in quadrature to the 0.25 px built in).', ge=0)
+    gain_sigma: float | None = param(None, 'Relative σ of the per-pixel gain (fixed per detector and seed).', ge=0, lt=1)
+    hot_pixel_fraction: float | None = param(None, 'Fraction of pixels that are hot (read hot_pixel_counts every image).',
+                                             ge=0, le=0.01)
+    hot_pixel_counts: int | None = param(None, 'Counts a hot pixel reads on every image.', ge=1)
+    dead_pixel_fraction: float | None = param(None, 'Fraction of pixels that are dead (read 0).', ge=0, le=0.01)
+    n_dead_modules: int | None = param(None, 'Detector modules (1028×512 px) that are dead (read 0).', ge=0)
+    mask_defects: bool | None = param(None, 'Write the hot/dead pixels and dead modules into the NXmx pixel_mask '
+                                            '(NeXus bits: 2 dead, 8 hot); false: only the images show them.')
+    ice_ring_intensity: float | None = param(None, 'Counts per pixel per image at the peak of the strongest '
+                                                   'hexagonal-ice ring (3.90 Å), at the preset exposure.', ge=0)
+    solvent_ring_intensity: float | None = param(None, 'Extra counts per pixel per image at the peak of a broad '
+                                                       'solvent ring at 3.7 Å, at the preset exposure.', ge=0)
+    air_scatter_intensity: float | None = param(None, 'Air scatter counts per pixel per image near the direct beam, '
+                                                      'falling with 2θ (e-fold 4°), at the preset exposure.', ge=0)
+    zinger_rate: float | None = param(None, 'Mean cosmic-ray hits (zingers, bright single pixels) per image.', ge=0)
+    beam_flux_jitter: float | None = param(None, 'Relative σ of the incident flux from image to image.', ge=0, lt=1)
     error_model_a: float | None = param(None, "Reflection mode: multiplicative error-model factor a (σ' = a·√(σ² + (b·I)²)).")
     error_model_b: float | None = param(None, 'Reflection mode: error-model term b.', ge=0)
     outlier_fraction: float | None = param(None, 'Reflection mode: fraction of observations made outliers (×3 to ×10).', ge=0)
@@ -109,6 +139,15 @@ def _validate(p: SimulateParams) -> None:
         raise XtalError(f"n_images={p.n_images}: a sweep needs at least one image", field="n_images")
     if p.distance is None and p.d_edge is not None and p.wavelength is not None and p.d_edge <= p.wavelength / 2:
         raise XtalError(f"d_edge={p.d_edge:g}: must be more than λ/2 = {p.wavelength / 2:g} Å", field="d_edge")
+    lat = p.lattices_per_sweep
+    if lat is not None and not (len(lat) in (1, 2) and lat[0] <= lat[-1]):
+        raise XtalError(f"lattices_per_sweep={','.join(map(str, lat))}: give n or lo,hi with lo ≤ hi",
+                        field="lattices_per_sweep")
+    if p.n_dead_modules:
+        from .instrument import n_modules
+        if p.n_dead_modules >= n_modules(p.detector):
+            raise XtalError(f"n_dead_modules={p.n_dead_modules}: the {p.detector} has {n_modules(p.detector)} "
+                            f"modules; leave one alive", field="n_dead_modules")
     flagged = (p.n_weak or 0) + (p.n_non_isomorphous or 0)
     if p.n_crystals is not None and flagged > p.n_crystals:
         raise XtalError(f"n_weak + n_non_isomorphous = {flagged} is more than n_crystals={p.n_crystals}",

@@ -12,7 +12,9 @@ integrated over each pixel (erf differences), centred on the predicted position
 times polarisation and the pixel's solid angle, dimmed in the beamstop's shadow.
 Photon noise is Poisson, drawn with a counter-based generator (one stream per pixel,
 so the images are reproducible and the kernel runs in parallel); counts saturate at
-the saturation value; module gaps are 0 and masked in the pixel mask.
+the saturation value; module gaps are 0 and masked in the pixel mask. On an imperfect
+detector (``render_image_detector``) each pixel's expected counts are multiplied by
+its gain before the noise, and hot and dead pixels read fixed values (see defects.py).
 """
 from __future__ import annotations
 
@@ -121,6 +123,32 @@ def render_image(bg, bg_scale, xs, ys, sig, counts, gap, seed, saturation):  # p
             state = base + np.uint64(y * nx + x) * _M2
             k = _poisson(np.float64(lam[y, x]), state)
             out[y, x] = k if k < saturation else saturation
+    return out
+
+
+@njit(parallel=True, cache=True)
+def render_image_detector(bg, bg_scale, xs, ys, sig, counts, gap, gain, fixed, seed, saturation):  # pragma: no cover
+    """``render_image`` on an imperfect detector: the expected counts times the pixel's
+    ``gain`` before the noise; a pixel with ``fixed`` ≥ 0 (hot, dead) reads that value."""
+    ny, nx = bg.shape
+    lam = np.empty((ny, nx), dtype=np.float32)
+    for y in prange(ny):
+        for x in range(nx):
+            lam[y, x] = bg[y, x] * bg_scale
+    add_spots(lam, xs, ys, sig, counts)
+    out = np.empty((ny, nx), dtype=np.int32)
+    base = np.uint64(seed) * _M1
+    for y in prange(ny):
+        for x in range(nx):
+            if gap[y, x]:
+                out[y, x] = 0
+                continue
+            if fixed[y, x] >= 0:
+                out[y, x] = fixed[y, x]
+                continue
+            state = base + np.uint64(y * nx + x) * _M2
+            k = _poisson(np.float64(lam[y, x] * gain[y, x]), state)
+            out[y, x] = min(k, saturation)
     return out
 
 
