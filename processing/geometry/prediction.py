@@ -91,12 +91,15 @@ class EwaldCrossings(NamedTuple):
 
 
 def ewald_crossings(A, h, s0, goniometer) -> EwaldCrossings:
-    """Closed-form rotation angles at which A·h (N×3 indices) is in diffraction."""
+    """Closed-form rotation angles at which A·h (N×3 indices) is in diffraction;
+    ``A`` is 3×3 or one matrix per index (N×3×3)."""
     S = goniometer.setting_rotation
     F = goniometer.fixed_rotation
     e = goniometer.rotation_axis / np.linalg.norm(goniometer.rotation_axis)
     s0p = S.T @ np.asarray(s0, dtype=float)
-    r0 = np.asarray(h, dtype=float) @ (F @ np.asarray(A, dtype=float)).T
+    A = np.asarray(A, dtype=float)
+    h = np.asarray(h, dtype=float)
+    r0 = h @ (F @ A).T if A.ndim == 2 else np.einsum("ij,njk,nk->ni", F, A, h)
     r_par = (r0 @ e)[:, None] * e
     r_perp = r0 - r_par
     e_x_r = np.cross(e, r0)
@@ -111,12 +114,29 @@ def ewald_crossings(A, h, s0, goniometer) -> EwaldCrossings:
     return EwaldCrossings(np.arctan2(b, a), delta, valid, r_par, r_perp, e_x_r, s0p, S, e)
 
 
+def A_at_frames(A_at_scan_points, scan: Scan, z) -> np.ndarray:
+    """Scan-varying A (N×3×3) at frames z: linear between the scan points, which sit at
+    the image boundaries (point k at frame array_range[0] + k, as DIALS), held at the ends."""
+    A_sp = np.asarray(A_at_scan_points, dtype=float).reshape(-1, 3, 3)
+    t = np.clip(np.asarray(z, dtype=float) - scan.array_range[0], 0.0, len(A_sp) - 1.0)
+    k = np.minimum(np.floor(t).astype(np.int64), len(A_sp) - 2) if len(A_sp) > 1 else np.zeros(len(t), np.int64)
+    f = (t - k)[:, None, None]
+    return A_sp[k] if len(A_sp) == 1 else (1.0 - f) * A_sp[k] + f * A_sp[k + 1]
+
+
 def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, scan: Scan, *,
                      d_min: float | None = None, space_group=None, miller_indices=None,
-                     margin_deg: float = 0.0, keep_off_detector: bool = False) -> dict:
+                     margin_deg: float = 0.0, keep_off_detector: bool = False,
+                     A_at_scan_points=None) -> dict:
     """Predict the reflections of one rotation sweep.
 
-    ``A`` (3×3, 1/Å) is the crystal's U·B at φ = 0. Indices are ``miller_indices`` if
+    ``A`` (3×3, 1/Å) is the crystal's U·B at φ = 0. With ``A_at_scan_points``
+    (num_images + 1 matrices at the image boundaries, a scan-varying crystal as
+    dials.refine writes it) each reflection is predicted with A interpolated at its
+    own crossing angle, as DIALS's scan-varying predictor does: the static crossings
+    of ``A`` are moved to the fixed point φ = crossing(A(φ)) by iteration (A changes
+    little over a scan), and the ones that leave the scan are dropped.
+    Indices are ``miller_indices`` if
     given, else all indices to ``d_min`` (default: the detector's corner resolution)
     minus the space group's systematic absences. Reflections are kept whose crossing
     angle lies in the scan's oscillation range widened by ``margin_deg`` on each side,
@@ -141,6 +161,7 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
         rr = h @ A.T
         h = h[np.einsum("ij,ij->i", rr, rr) <= 1.0 / d_min**2 * (1 + 1e-12)]
 
+    sv = A_at_scan_points is not None
     x = ewald_crossings(A, h, s0, goniometer)
     S, e, s0p = x.S, x.e, x.s0p
     r_par, r_perp, e_x_r = x.r_par, x.r_perp, x.e_x_r
@@ -149,10 +170,11 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     phi_all = np.concatenate([base + delta, base - delta])
     which = np.concatenate([idx, idx])
 
-    # place the crossings in the (widened) oscillation range, repeating every 2π
+    # place the crossings in the (widened) oscillation range, repeating every 2π;
+    # scan-varying: 1° wider, the crossings move a little once A follows φ
     lo_deg, hi_deg = scan.oscillation_range
-    lo = math.radians(lo_deg - margin_deg)
-    hi = math.radians(hi_deg + margin_deg)
+    lo = math.radians(lo_deg - margin_deg - (1.0 if sv else 0.0))
+    hi = math.radians(hi_deg + margin_deg + (1.0 if sv else 0.0))
     phi0 = lo + np.mod(phi_all - lo, 2 * math.pi)
     phis, rows = [], []
     k = 0
@@ -172,6 +194,16 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     s1 = (s0p + r_phi) @ S.T
     m2 = S @ e
     entering = s1 @ np.cross(s0, m2) < 0.0
+    A_rows = None
+    if sv:
+        h_rows, phi, s1, A_rows, ok = _scan_varying_crossings(A_at_scan_points, h[rows], phi, entering, s0,
+                                                              goniometer, scan)
+        lo_keep, hi_keep = math.radians(lo_deg - margin_deg), math.radians(hi_deg + margin_deg)
+        ok &= (phi >= lo_keep) & (phi <= hi_keep)
+        if d_min is not None:
+            rr = np.einsum("nij,nj->ni", A_rows, h_rows)
+            ok &= np.einsum("ij,ij->i", rr, rr) <= 1.0 / d_min**2 * (1 + 1e-12)
+        rows, phi, s1, entering, A_rows = rows[ok], phi[ok], s1[ok], entering[ok], A_rows[ok]
     e1 = np.cross(s1, s0)
     with np.errstate(divide="ignore", invalid="ignore"):
         zeta = (e1 @ m2) / np.linalg.norm(e1, axis=1)  # DIALS: m2 · ê1, ê1 = unit(s1 × s0)
@@ -180,6 +212,7 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
     if not keep_off_detector:
         on = panel >= 0
         rows, phi, s1, entering, zeta, panel, mm = (x[on] for x in (rows, phi, s1, entering, zeta, panel, mm))
+        A_rows = None if A_rows is None else A_rows[on]
     px = np.full_like(mm, np.nan)
     for i, p in enumerate(detector.panels):
         sel = panel == i
@@ -187,7 +220,7 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
             px[sel] = p.millimeter_to_pixel(mm[sel])
     z = scan.frame_from_angle(np.degrees(phi))
     hk = h[rows]
-    rr = hk @ A.T
+    rr = hk @ A.T if A_rows is None else np.einsum("nij,nj->ni", A_rows, hk)
     d = 1.0 / np.sqrt(np.einsum("ij,ij->i", rr, rr))
     return {
         "miller_index": hk.astype(np.int32),
@@ -199,6 +232,31 @@ def predict_rotation(A, beam: Beam, detector: Detector, goniometer: Goniometer, 
         "d": d,
         "zeta": zeta,
     }
+
+
+def _scan_varying_crossings(A_sp, h, phi, entering, s0, goniometer, scan, max_iter: int = 20, tol: float = 1e-8):
+    """Crossings of indices h with A interpolated at their own φ (rad), starting from
+    the static crossings ``phi`` and keeping each one's ``entering`` side. The fixed
+    point converges fast except near the spindle (small ζ), hence up to ``max_iter``.
+
+    Returns (h, φ, s1, A per row, ok): ok is False where a point no longer crosses."""
+    h = np.asarray(h, dtype=float)
+    ok = np.ones(len(h), bool)
+    for _ in range(max_iter):
+        A_n = A_at_frames(A_sp, scan, scan.frame_from_angle(np.degrees(phi)))
+        x = ewald_crossings(A_n, h, s0, goniometer)
+        ok &= x.valid
+        phi1, phi2 = x.base + x.delta, x.base - x.delta
+        r1 = x.r_par + np.cos(phi1)[:, None] * x.r_perp + np.sin(phi1)[:, None] * x.e_x_r
+        ent1 = ((x.s0p + r1) @ x.S.T) @ np.cross(s0, x.S @ x.e) < 0.0
+        new = np.where(ent1 == entering, phi1, phi2)
+        step = (new - phi + math.pi) % (2 * math.pi) - math.pi  # to the crossing nearest the last φ
+        phi = phi + step
+        if not np.any(np.abs(step[ok]) > tol):
+            break
+    r_phi = x.r_par + np.cos(phi)[:, None] * x.r_perp + np.sin(phi)[:, None] * x.e_x_r
+    s1 = (x.s0p + r_phi) @ x.S.T
+    return h.astype(np.int32), phi, s1, A_n, ok
 
 
 def _cell_of(real: np.ndarray) -> tuple[float, ...]:

@@ -624,8 +624,11 @@ def _plan_sweep(index: int, experiment: Experiment, table: ReflectionTable | Non
     if e.crystal is None or e.scan is None or e.goniometer is None or e.is_still:
         raise XtalError(f"{name}: integration needs a rotation sweep with a crystal model")
     d_min = params.d_min
+    A_sp = e.crystal.A_at_scan_points  # scan-varying crystal: A per image boundary, as dials.integrate
+    if A_sp is not None and len(A_sp) != e.scan.num_images + 1:
+        A_sp = None
     pred = predict_rotation(e.crystal.A, e.beam, e.detector, e.goniometer, e.scan, d_min=d_min,
-                            space_group=e.crystal.space_group)
+                            space_group=e.crystal.space_group, A_at_scan_points=A_sp)
     # DIALS's ζ = m2·ê1 (ê1 = s1 × s0 normalised)
     m2 = e.goniometer.rotation_axis_lab / np.linalg.norm(e.goniometer.rotation_axis_lab)
     e1 = np.cross(pred["s1"], e.beam.s0)

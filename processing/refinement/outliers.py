@@ -11,6 +11,14 @@ concentration steps each, the best ten iterated to convergence; for large jobs t
 trials run in up to five groups of ≥ 300), scaled by the normal-consistency and
 finite-sample factors; outliers have d² above the χ²₃ quantile 0.975.
 Tukey: outside [Q1 − k·IQR, Q3 + k·IQR] (k = 1.5) in any of the three columns.
+
+``min_scatter`` (not in DIALS; 0 = DIALS) is a floor on the scatter, in the units of
+the residuals: MCD uses S + diag(min_scatter²), Tukey an IQR of at least that of a
+normal with σ = min_scatter. Centroid errors are a scale mixture (a strong spot's
+centroid is ten times more precise than a weak one's); on very precise centroids the
+robust scatter of the core is so small that the good weak spots in the tail would be
+rejected wholesale (a quarter of a simulated sweep), while real outliers (zingers,
+overlaps, misindexed spots) are off by pixels.
 """
 from __future__ import annotations
 
@@ -22,9 +30,9 @@ from scipy.stats import chi2
 ALGORITHMS = ("auto", "mcd", "tukey", "null")
 
 
-def tukey(data: np.ndarray, iqr_multiplier: float = 1.5) -> np.ndarray:
+def tukey(data: np.ndarray, iqr_multiplier: float = 1.5, min_scatter=0.0) -> np.ndarray:
     q1, q3 = np.percentile(data, [25, 75], axis=0)
-    iqr = q3 - q1
+    iqr = np.sqrt((q3 - q1) ** 2 + (1.349 * np.asarray(min_scatter, float)) ** 2)
     lo, hi = q1 - iqr_multiplier * iqr, q3 + iqr_multiplier * iqr
     return np.any((data < lo) | (data > hi), axis=1)
 
@@ -124,8 +132,10 @@ def fast_mcd(X: np.ndarray, alpha: float = 0.5, n_trials: int = 500, k1: int = 2
     return T, S * consistency * _finite_sample(p, n, alpha)
 
 
-def mcd_outliers(data: np.ndarray, threshold_probability: float = 0.975, seed: int = 0) -> np.ndarray:
+def mcd_outliers(data: np.ndarray, threshold_probability: float = 0.975, seed: int = 0,
+                 min_scatter=0.0) -> np.ndarray:
     T, S = fast_mcd(data, seed=seed)
+    S = S + np.diag(np.broadcast_to(np.asarray(min_scatter, float), (data.shape[1],)) ** 2)
     d2 = _maha(data, T[None], S[None])[0]
     return d2 > chi2.ppf(threshold_probability, data.shape[1])
 
@@ -134,8 +144,9 @@ def detect_outliers(residuals: np.ndarray, experiment: np.ndarray, phi: np.ndarr
                     algorithm: str = "auto", block_width: float | None = 18.0,
                     minimum_number_of_reflections: int = 20, separate_panels: bool = False,
                     iqr_multiplier: float = 1.5, threshold_probability: float = 0.975,
-                    seed: int = 42) -> tuple[np.ndarray, list[dict]]:
-    """Outlier mask for residuals (N×3: X mm, Y mm, φ rad) and one row per job."""
+                    seed: int = 42, min_scatter=0.0) -> tuple[np.ndarray, list[dict]]:
+    """Outlier mask for residuals (N×3, e.g. X mm, Y mm, φ rad; ``min_scatter`` in the
+    same units) and one row per job."""
     n = len(residuals)
     out = np.zeros(n, dtype=bool)
     jobs = []
@@ -163,9 +174,9 @@ def detect_outliers(residuals: np.ndarray, experiment: np.ndarray, phi: np.ndarr
             if len(b) < minimum_number_of_reflections:
                 flag = np.ones(len(b), bool)
             elif algo == "tukey":
-                flag = tukey(residuals[b], iqr_multiplier)
+                flag = tukey(residuals[b], iqr_multiplier, min_scatter)
             else:
-                flag = mcd_outliers(residuals[b], threshold_probability, seed=seed)
+                flag = mcd_outliers(residuals[b], threshold_probability, seed=seed, min_scatter=min_scatter)
             out[b] = flag
             jobs.append({"experiment": int(key[0]), "panel": int(key[1]) if separate_panels else None,
                          "phi_start_deg": float(np.degrees(phi[b].min())),

@@ -29,6 +29,9 @@ class RefineParams(StageParams):
     share_models: str = param("equal", "input: share beam/detector models as the input does; equal: also share "
                                        "equal models (as dials.import combines them); all: one beam and detector for all sweeps",
                               choices=("input", "equal", "all"))
+    sv_fix_beam: bool = param(True, "the scan-varying macrocycle keeps the static macrocycle's beam: a beam tilt "
+                                    "is nearly degenerate with a smoothed crystal rotation and a detector tilt "
+                                    "(DIALS refines it again: false)")
     interval_width_degrees: float = param(36.0, "smoother.interval_width_degrees for scan-varying models", gt=0)
     absolute_num_intervals: int | None = param(None, "smoother.absolute_num_intervals (overrides the width)", ge=1)
     block_width: float = param(1.0, "scan-varying models are evaluated at the centre of φ blocks this wide (deg)", gt=0)
@@ -41,6 +44,9 @@ class RefineParams(StageParams):
     separate_panels: bool = param(False, "outlier.separate_panels")
     iqr_multiplier: float = param(1.5, "outlier.tukey.iqr_multiplier", gt=0)
     threshold_probability: float = param(0.975, "outlier.mcd.threshold_probability", gt=0, lt=1)
+    outlier_min_scatter: float = param(0.25, "outlier rejection assumes at least this centroid scatter (px in X, Y; "
+                                             "images in φ): precise strong spots would otherwise make the good weak "
+                                             "ones outliers; 0 = DIALS", ge=0)
     outlier_recheck: bool = param(False, "after refining, reject outliers again with the refined model and "
                                          "refine again (DIALS rejects once per macrocycle)")
     reflections_per_degree: float | None = param(None, "reflections.reflections_per_degree; None = Auto (all, "

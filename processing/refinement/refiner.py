@@ -129,6 +129,8 @@ def _build(experiments, active, params: RefineParams, scan_varying: bool) -> Par
                 bp.fix(["Mu2"])
             if "wavelength" in fix:
                 bp.fix(["nu"])
+            if scan_varying and params.sv_fix_beam:
+                bp.free[:] = False
             seen[key] = bp
         m.beam = seen[key]
         key = ("detector", id(e.detector))
@@ -247,6 +249,13 @@ class _Run:
             out[o.experiment] = (np.sqrt(np.mean(d ** 2, axis=0)) if len(d) else np.full(3, np.nan), int(len(d)))
         return out
 
+    def _px_image(self, o):
+        """Per row (N×3) the size of a pixel (mm) and of an image (rad) of observations ``o``."""
+        e = self.experiments[o.experiment]
+        px = np.array([p.pixel_size for p in e.detector.panels], float)[o.panel]
+        width = math.radians(abs(e.scan.oscillation[1])) or 1.0
+        return np.column_stack([px, np.full(len(o), width)])
+
     def _to_units(self, i, rmsd):
         e = self.experiments[i]
         px = e.detector[0].pixel_size
@@ -273,12 +282,13 @@ class _Run:
         for round_ in range(rounds):
             every = [self._observations(i, rows_of[i], sv) for i in active]
             _, _, preds = residuals_and_jacobian(pset, every, jacobian=False)
-            res = np.concatenate([pr["xyz"] - o.obs for o, pr in zip(every, preds)])
+            res = np.concatenate([(pr["xyz"] - o.obs) / self._px_image(o) for o, pr in zip(every, preds)])
             rows = np.concatenate([o.rows for o in every])
             flag, jobs = outl.detect_outliers(res, self.eidx[rows], self.obs[rows, 2], self.panel[rows],
                                               p.outlier_algorithm, p.outlier_block_width,
                                               p.minimum_number_of_reflections, p.separate_panels,
-                                              p.iqr_multiplier, p.threshold_probability)
+                                              p.iqr_multiplier, p.threshold_probability,
+                                              min_scatter=p.outlier_min_scatter)
             new_out = np.zeros(len(self.refl), bool)
             new_out[rows[flag]] = True
             if result is not None and np.array_equal(new_out, outliers):

@@ -107,7 +107,7 @@ def dataset():
 def test_analytic_derivatives_match_finite_differences(dataset, scan_varying):
     experiments, refl = dataset
     expts = ExperimentList(copy.deepcopy(list(experiments)))
-    params = RefineParams(beam_fix=("wavelength",), absolute_num_intervals=3)
+    params = RefineParams(beam_fix=("wavelength",), absolute_num_intervals=3, sv_fix_beam=False)
     run = _Run(expts, refl, params, None)
     pset = _build(expts, [0, 1], params, scan_varying)
     data = []
