@@ -66,14 +66,17 @@ class Observations:
 
 
 def corrected(table, name: str, keep: np.ndarray):
-    """``intensity.<name>`` corrected by lp/qe/partiality: (I, variance) for rows ``keep``."""
+    """``intensity.<name>`` corrected by lp/qe (and partiality for summation): (I, variance) for
+    rows ``keep``. Profile fitting already estimates the full reflection from the part recorded
+    (the fitted profile covers the whole spot), so, as in dials.scale, only summation
+    intensities are divided by the partiality."""
     value, var = table[f"intensity.{name}.value"][keep], table[f"intensity.{name}.variance"][keep]
     factor = np.ones(int(keep.sum()))
     if "lp" in table:
         factor = factor * table["lp"][keep]
     if "qe" in table:
         factor = factor / table["qe"][keep]
-    if "partiality" in table:
+    if name == "sum" and "partiality" in table:
         factor = factor / table["partiality"][keep]
     return value * factor, var * factor ** 2
 

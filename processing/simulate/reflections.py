@@ -144,7 +144,11 @@ def simulate_reflections(p, truth: TrueIntensities, structure, crystals, experim
         var_prf = 0.8 * var_sum
         a, b = p.error_model_a, p.error_model_b
         i_sum = expected + a * np.sqrt(var_sum + (b * expected) ** 2) * r.normal(size=n)
-        i_prf = expected + a * np.sqrt(var_prf + (b * expected) ** 2) * r.normal(size=n)
+        # profile fitting estimates the full reflection from the part recorded (as DIALS's):
+        # the partial's value and error scaled up by 1/partiality
+        p_fit = np.maximum(partiality, 1e-3)
+        i_prf = (expected + a * np.sqrt(var_prf + (b * expected) ** 2) * r.normal(size=n)) / p_fit
+        var_prf = var_prf / p_fit ** 2
         outlier = r.random(n) < p.outlier_fraction
         factor = r.uniform(3, 10, size=int(outlier.sum()))
         i_sum[outlier] = np.abs(i_sum[outlier]) * factor + 5 * np.sqrt(var_sum[outlier])

@@ -2,9 +2,10 @@
 Friedel mates merged, normalised to E² in resolution shells.
 
 Intensities are the integrated ones (profile fitted where flagged, else summation),
-corrected for Lorentz-polarisation and detector efficiency (I·lp/qe) and for
-partiality (reflections with partiality < 0.4 are left out), as DIALS prepares
-integrated data for cosym and scaling.
+corrected for Lorentz-polarisation and detector efficiency (I·lp/qe) and, summation
+intensities only, for partiality (profile fitting already estimates the full reflection;
+reflections with partiality < 0.4 are left out), as DIALS prepares integrated data for
+cosym and scaling.
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def centred_to_primitive(space_group: gemmi.GroupOps | None) -> np.ndarray:
 
 
 def select_intensities(table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(keep, I, variance, d)`` of integrated reflections, corrected (I·lp/qe/partiality)."""
+    """``(keep, I, variance, d)`` of integrated reflections, corrected (I·lp/qe, and /partiality
+    where the summation intensity is used)."""
     flags = table["flags"].astype(np.uint64) if "flags" in table else np.zeros(len(table), np.uint64)
     prf = (flags & np.uint64(int(Flags.integrated_prf))) != 0
     summ = (flags & np.uint64(int(Flags.integrated_sum))) != 0
@@ -79,7 +81,7 @@ def select_intensities(table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         part = table["partiality"]
         keep &= part >= PARTIALITY_THRESHOLD
         with np.errstate(divide="ignore", invalid="ignore"):
-            scale = scale / part
+            scale = np.where(use_prf, scale, scale / part)
     keep &= np.isfinite(scale) & (scale > 0)
     with np.errstate(invalid="ignore", over="ignore"):
         return keep, intensity * scale, variance * scale ** 2, table["d"]
