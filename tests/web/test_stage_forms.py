@@ -45,7 +45,9 @@ def test_forms_show_every_parameter_with_default_and_help(client, users, project
     from processing.spotfinding import FindSpotsParams
 
     client.force_login(users["bob"])
-    page = client.get(reverse("project_detail", args=[project["project"].pk])).content.decode()
+    # each form is fetched when its card on the project page is opened
+    page = "".join(client.get(reverse("stagerun_new", args=[project["project"].pk, stage])).content.decode()
+                   for stage in ("find_spots", "index"))
     for name, default, help_text in describe(FindSpotsParams):
         if name == "nproc":  # workers scale by fan-out; a prefork worker may not fork a pool
             assert 'name="find_spots-nproc"' not in page
@@ -231,3 +233,10 @@ def test_live_progress_of_each_sweep_and_the_run(users, project):
     assert run.progress == 0.99  # 1.0 only once the join has merged the sweeps
     status = StageRun.objects.get(pk=run.pk).as_dict(compact=True)
     assert [(s["name"], s["progress"]) for s in status["sweeps"]] == [("crystal_000", 1.0), ("crystal_002", 1.0)]
+
+
+def test_the_simulated_project_form_offers_every_simulator_preset():
+    from processing.simulate.presets import PRESETS
+    from xtalweb.projects.forms import PRESET_CHOICES
+
+    assert [k for k, _ in PRESET_CHOICES] == list(PRESETS)

@@ -243,6 +243,9 @@ PRESET_CHOICES = [
     ("tiny", "tiny — 3 crystals × 10 images, small detector (seconds)"),
     ("insulin-24", "insulin-24 — 24 crystals × 50 images on an Eiger 2X 9M: LARGE (GBs, minutes to hours)"),
     ("lysozyme-wedges", "lysozyme-wedges — 8 crystals × 50 images on an Eiger 2X 9M: large"),
+    ("microcrystals", "microcrystals — 10 wedges of 1°, 2–5 crystals in the beam at once (seconds)"),
+    ("insulin-realistic", "insulin-realistic — 4 crystals × 50 images with a wrong header, ice rings, "
+                          "hot pixels, zingers… (under a minute)"),
 ]
 
 
