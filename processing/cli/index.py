@@ -37,6 +37,10 @@ def format_summary(summary: dict) -> str:
                    f"cell ({cell}) {s['space_group']}, cb_op {s['cb_op']}, RMSD X {s['rmsd_x_px']:.3f} px, "
                    f"Y {s['rmsd_y_px']:.3f} px, Z {s['rmsd_z_images']:.3f} images")
         for k, lat in enumerate(s["lattices"]):
+            if len(s["lattices"]) > 1 and "n_indexed" in lat:
+                lcell = ", ".join(f"{x:.3f}" for x in lat["unit_cell"])
+                out.append(f"  Lattice {k + 1}: {lat['n_indexed']} spots, cell ({lcell}), "
+                           f"RMSD_XY {lat['rmsd_xy_px']:.3f} px, Z {lat['rmsd'][2]:.3f} images")
             out.append(f"  Bravais settings of lattice {k + 1}:")
             out.append("  " + bravais_table(lat["bravais_settings"]).replace("\n", "\n  "))
     ok = [s for s in summary["sweeps"] if s["status"] == "indexed"]

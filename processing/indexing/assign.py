@@ -5,6 +5,8 @@ the crystal whose fractional hkl is nearest to integers when all three component
 are within ``hkl_tolerance`` (default 0.3) of them. (0,0,0) is never indexed.
 When two reflections of one sweep get the same index from one crystal with the
 same entering flag, only the one nearest to integer hkl keeps it, as DIALS does.
+``best_lattice`` makes that choice for any per-crystal score (lattice_search.py scores
+refined crystals by their predicted positions).
 """
 from __future__ import annotations
 
@@ -20,18 +22,32 @@ def assign_indices(rlp: np.ndarray, A_list: list[np.ndarray], hkl_tolerance: flo
     reflection (e.g. a crystal only indexes its own sweeps' reflections).
     """
     rlp = np.asarray(rlp, dtype=float).reshape(-1, 3)
-    n = len(rlp)
-    best_id = np.full(n, -1, dtype=np.int32)
-    best_hkl = np.zeros((n, 3), dtype=np.int32)
-    best_l2 = np.full(n, np.inf)
+    hkls, scores = [], []
     for k, A in enumerate(A_list):
         frac = rlp @ np.linalg.inv(A).T
         hkl = np.rint(frac)
         dev = np.abs(frac - hkl)
         l2 = np.sum(dev ** 2, axis=1)
-        ok = np.all(dev < hkl_tolerance, axis=1) & np.any(hkl != 0, axis=1) & (l2 < best_l2)
+        ok = np.all(dev < hkl_tolerance, axis=1) & np.any(hkl != 0, axis=1)
         if allowed is not None:
             ok &= allowed[:, k]
+        hkls.append(hkl)
+        scores.append(np.where(ok, l2, np.inf))
+    return best_lattice(hkls, scores, entering, imageset, n=len(rlp))
+
+
+def best_lattice(hkls: list[np.ndarray], scores: list[np.ndarray], entering: np.ndarray | None = None,
+                 imageset: np.ndarray | None = None, n: int | None = None):
+    """Each reflection to the one crystal with the lowest finite score; then, of the
+    reflections one crystal gives the same index (same entering flag and sweep), only
+    the lowest-scoring keeps it. ``hkls[k]`` N×3 and ``scores[k]`` N (inf: crystal k
+    cannot index it). Returns (miller_index N×3 int32, crystal id N (−1), score N)."""
+    n = len(scores[0]) if scores else (n or 0)
+    best_id = np.full(n, -1, dtype=np.int32)
+    best_hkl = np.zeros((n, 3), dtype=np.int32)
+    best_l2 = np.full(n, np.inf)
+    for k, (hkl, l2) in enumerate(zip(hkls, scores)):
+        ok = np.isfinite(l2) & (l2 < best_l2)
         best_id[ok] = k
         best_hkl[ok] = hkl[ok].astype(np.int32)
         best_l2[ok] = l2[ok]

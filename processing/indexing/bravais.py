@@ -130,14 +130,12 @@ def _centring(N: np.ndarray) -> str:
     det = round(abs(np.linalg.det(N)))
     if det == 1:
         return "P"
-    Ni = np.linalg.inv(N)
-    pts = set()
-    for comb in itertools.product(range(det), repeat=3):
-        f = np.array(comb) @ Ni
-        f = f - np.floor(f + 1e-6)
-        f[np.abs(f - 1) < 1e-6] = 0.0
-        if np.any(f > 1e-6):
-            pts.add(tuple(np.round(f * 6).astype(int)))
+    comb = np.array(list(itertools.product(range(det), repeat=3)), dtype=float)
+    f = comb @ np.linalg.inv(N)
+    f = f - np.floor(f + 1e-6)
+    f[np.abs(f - 1) < 1e-6] = 0.0
+    f = f[np.any(f > 1e-6, axis=1)]
+    pts = set(map(tuple, np.round(f * 6).astype(int).tolist()))
     half = {(0, 3, 3): "A", (3, 0, 3): "B", (3, 3, 0): "C", (3, 3, 3): "I"}
     if det == 2 and len(pts) == 1:
         return half.get(next(iter(pts)), "?")
@@ -329,9 +327,11 @@ _RANK = {"aP": 0, "mP": 1, "mC": 2, "oP": 3, "oC": 4, "oI": 5, "oF": 6, "tP": 7,
          "hR": 9, "hP": 10, "cP": 11, "cI": 12, "cF": 13}
 
 
-def bravais_settings(real_space_matrix: np.ndarray, max_delta: float = 5.0) -> list[BravaisSetting]:
+def bravais_settings(real_space_matrix: np.ndarray, max_delta: float = 5.0,
+                     only: str | None = None) -> list[BravaisSetting]:
     """All Bravais settings with metric fit ≤ ``max_delta`` (deg), highest symmetry first
-    (aP, the reduced cell, last). ``M`` maps the given basis to each conventional cell."""
+    (aP, the reduced cell, last). ``M`` maps the given basis to each conventional cell.
+    ``only`` (a Bravais symbol, e.g. ``cI``) skips the other crystal families (aP stays)."""
     R_in = np.asarray(real_space_matrix, dtype=float)
     R, T = niggli_reduce(R_in)
     twofolds = find_twofolds(R, max_delta)
@@ -364,6 +364,8 @@ def bravais_settings(real_space_matrix: np.ndarray, max_delta: float = 5.0) -> l
         axes = [twofolds[i] for i in sorted(idx)]
         if fam == "h" and order == 6:
             fam = "hR"
+        if only is not None and fam != (only if only == "hR" else only[0]):
+            continue
         conv = _conventional(fam, axes, R)
         if conv is None:
             continue

@@ -44,26 +44,41 @@ class Candidate:
 
 
 def candidate_lattices(vectors, min_cell_volume: float = 25.0, max_lattices: int = 50,
-                       accept=None, max_combinations: int = 20000, exclude=None) -> list[np.ndarray]:
+                       accept=None, max_combinations: int = 20000, exclude=None,
+                       volume_window: tuple[float, float] | None = None) -> list[np.ndarray]:
     """Reduced, distinct lattices from vector triples; ``accept(R)`` filters (known
-    symmetry), ``exclude(R)`` drops lattices too close to ones already found."""
+    symmetry), ``exclude(R)`` drops lattices too close to ones already found, and
+    ``volume_window`` (Å³, a known cell's primitive volume ± its tolerance) skips
+    triples that cannot be a primitive basis of it before any reduction."""
     found: list[np.ndarray] = []
+    found_inv: list[np.ndarray] = []
     for n, basis in enumerate(basis_combinations(vectors)):
         if n >= max_combinations or len(found) >= max_lattices:
             break
+        if volume_window is not None and not volume_window[0] <= abs(np.linalg.det(basis)) <= volume_window[1]:
+            continue
         R, _ = niggli_reduce(basis)
         lengths = np.linalg.norm(R, axis=1)
         vol = abs(np.linalg.det(R))
         if vol <= np.prod(lengths) / 100 or vol < min_cell_volume:
             continue
-        if any(same_lattice(R, F) for F in found):
-            continue
-        if exclude is not None and exclude(R):
+        if found_inv and _same_as_any(R, np.array(found_inv)):
             continue
         if accept is not None and not accept(R):
             continue
+        if exclude is not None and exclude(R):
+            continue
         found.append(R)
+        found_inv.append(np.linalg.inv(R))
     return found
+
+
+def _same_as_any(R: np.ndarray, found_inv: np.ndarray, tol: float = 0.1) -> bool:
+    """``same_lattice(R, F)`` for any F, given the stacked inverses of the Fs."""
+    M = R @ found_inv
+    Mi = np.rint(M)
+    near = np.all(np.abs(M - Mi) < tol, axis=(1, 2))
+    return bool(np.any(near & (np.abs(np.rint(np.linalg.det(Mi))) == 1)))
 
 
 def _fit_A(rlp: np.ndarray, hkl: np.ndarray) -> np.ndarray | None:

@@ -6,7 +6,8 @@ longest primitive length of ``unit_cell=``); candidate basis vectors (fft3d, fft
 or the real-space grid search of a known cell); candidate lattices ranked as DIALS
 ranks them; then ``n_macro_cycles`` of index assignment and static P1 refinement
 (X, Y, φ; Tukey outliers) with the resolution limit widened from the search's d_min
-to all spots; more lattices from the leftover spots up to ``max_lattices``; Bravais
+to all spots; a lattice is accepted only within the RMSD and spot-count limits
+(lattice_search.py); more lattices from the leftover spots up to ``max_lattices``; Bravais
 settings (Le Page δ, constrained refinement rmsd, DIALS's recommendation) and the
 crystal written in P1, the recommended setting (``choose_bravais=true``) or the
 lattice of ``space_group=``. A sweep that fails is reported in the summary with a
@@ -27,13 +28,10 @@ from ..errors import SweepError, XtalError
 from ..models import Crystal, Experiment, ExperimentList
 from ..models.crystal import hall_symbol
 from ..reflections import Flags, ReflectionTable
-from .assign import assign_indices
 from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group, settings_min_max_cc
-from .candidates import candidate_lattices, evaluate, expand_to_superlattice, rank
-from .fft1d import fft1d_basis_vectors
-from .fft3d import fft3d_basis_vectors
-from .known_cell import TargetSymmetry, real_space_grid_search, _sorted_if_needed
-from .lattice import cells_similar, closest_rotation, rotation_angle_deg
+from .known_cell import TargetSymmetry, _sorted_if_needed
+from .lattice import cells_similar
+from .lattice_search import find_lattices, rejection
 from .max_cell import find_max_cell
 from .params import METHODS, IndexParams  # noqa: F401 - METHODS re-exported for old imports
 from .refine_static import Block, predict, refine_crystal
@@ -88,93 +86,6 @@ class _Spots:
                 out.append(Block(e, hkl[s], self.cols["xyzobs.mm.value"][s], self.cols["xyzobs.mm.variance"][s],
                                  self.cols["panel"][s], self.sigma_phi_deg))
         return out
-
-
-def _search(spots: _Spots, sel: np.ndarray, params: IndexParams, target: TargetSymmetry, max_cell: float,
-            found: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """Best new lattice (reduced rows) among the spots ``sel``; and the d_min used."""
-    rlp = spots.rlp[sel]
-    ent, iset = spots.entering[sel], spots.imageset[sel]
-
-    def exclude(R):
-        return any(_misorientation(R, F) < params.minimum_angular_separation for F in found)
-
-    accept = target.matches if target.active else None
-    d_min = None
-    methods = [params.method]
-    if target.unit_cell is not None and params.method != "real_space_grid_search":
-        methods.append("real_space_grid_search")
-    last_error = None
-    for method in methods:
-        try:
-            if method == "fft3d":
-                vectors, d_min = fft3d_basis_vectors(rlp, max_cell, params.min_cell, params.n_points, params.d_min)
-            elif method == "fft1d":
-                vectors = fft1d_basis_vectors(rlp, max_cell, params.min_cell)
-            else:
-                vectors = real_space_grid_search(rlp, target.reduced_cell)
-        except XtalError as e:
-            last_error = e
-            continue
-        dm = d_min if d_min is not None else float(spots.d[sel].min())
-        use = spots.d[sel] >= dm
-        lattices = candidate_lattices(vectors, params.min_cell_volume, params.max_refine, accept,
-                                      exclude=exclude if found else None)
-        cands = []
-        for R in lattices:
-            c = evaluate(R, rlp[use], ent[use], iset[use], params.hkl_tolerance,
-                         min_cell_volume=params.min_cell_volume, check_primitive=not target.active)
-            if c is not None and (accept is None or accept(c.R)):
-                cands.append(c)
-        if cands:
-            best = rank(cands)[0]
-            # misindexing check: many spots on a half/third-integer coset -> the cell m× larger
-            for _ in range(2):
-                R_big = expand_to_superlattice(best.R, rlp[use], params.hkl_tolerance)
-                if R_big is None or (accept is not None and not accept(R_big)):
-                    break
-                c = evaluate(R_big, rlp[use], ent[use], iset[use], params.hkl_tolerance,
-                             min_cell_volume=params.min_cell_volume, check_primitive=False)
-                if c is None or c.n_indexed < 1.1 * best.n_indexed:
-                    break
-                best = c
-            return best.R, dm
-    if last_error is not None and not found:
-        raise last_error
-    raise XtalError("no suitable lattice could be found" + (" matching the known symmetry" if target.active else ""))
-
-
-def _misorientation(R1: np.ndarray, R2: np.ndarray) -> float:
-    """Smallest rotation (deg) taking lattice 2 onto lattice 1 over the cubic-like
-    equivalent bases (sign permutations of the reduced axes)."""
-    best = 180.0
-    import itertools
-    for perm in itertools.permutations(range(3)):
-        for signs in itertools.product((1, -1), repeat=3):
-            R = (np.array(signs)[:, None] * R2[list(perm)])
-            if np.linalg.det(R) < 0:
-                continue
-            U = closest_rotation(np.linalg.inv(R) @ R1)
-            best = min(best, rotation_angle_deg(U))
-    return best
-
-
-def _refine_all(spots: _Spots, A_list: list[np.ndarray], sel_limit: np.ndarray, params: IndexParams):
-    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset,
-                                 allowed=np.repeat(sel_limit[:, None], len(A_list), axis=1))
-    results = []
-    new_A = []
-    for k, A in enumerate(A_list):
-        sel = cid == k
-        if sel.sum() < 10:
-            raise XtalError(f"too few indexed reflections ({int(sel.sum())}) to refine lattice {k + 1}")
-        res = refine_crystal(A, spots.blocks(sel, hkl), "a")
-        v0, v1 = abs(np.linalg.det(np.linalg.inv(A))), abs(np.linalg.det(np.linalg.inv(res.A)))
-        if abs(v1 - v0) / v0 > 0.5:
-            raise XtalError(f"unrealistic unit cell volume change during refinement ({100 * (v1 - v0) / v0:.0f}%)")
-        new_A.append(res.A)
-        results.append(res)
-    return new_A, results, hkl, cid
 
 
 def _bravais_table(spots: _Spots, A: np.ndarray, hkl: np.ndarray, sel: np.ndarray, p1_rmsd_mm: float,
@@ -237,52 +148,6 @@ def _max_cell(spots: _Spots, params: IndexParams, target: TargetSymmetry) -> flo
     return find_max_cell(spots.rlp, spots.phi, spots.entering, spots.imageset)
 
 
-def _find_lattices(spots: _Spots, params: IndexParams, target: TargetSymmetry, max_cell: float):
-    """Search, assign and refine lattices until ``max_lattices`` or the unindexed spots
-    run out. Returns the refined A matrices and their refinement results.
-
-    Each lattice gets ``n_macro_cycles`` of assignment and refinement with the
-    resolution limit widened from the search's d_min to all spots.
-    """
-    d_all = float(spots.d.min())
-    A_list: list[np.ndarray] = []
-    results = []
-    cid = None
-    d_start = None
-    while len(A_list) < params.max_lattices:
-        if A_list:
-            indexed_d = spots.d[cid >= 0]
-            d_idx = float(indexed_d.min()) if len(indexed_d) else d_all
-            pool = spots.d > d_idx
-            if np.sum(pool & (cid < 0)) < params.recycle_unindexed_reflections_cutoff * np.sum(pool):
-                break
-            if np.sum(cid < 0) < params.min_spots:
-                break
-            try:
-                R_new, _ = _search(spots, cid < 0, params, target, max_cell, [np.linalg.inv(A) for A in A_list])
-            except XtalError:
-                break
-        else:
-            R_new, d_start = _search(spots, np.ones(len(spots), bool), params, target, max_cell, [])
-        A_list.append(np.linalg.inv(R_new))
-        n_cycles = params.n_macro_cycles
-        step = (d_start - d_all) / (n_cycles - 1) if n_cycles > 1 and d_start > d_all else 0.0
-        for i in range(n_cycles):
-            d_cut = max(d_start - i * step, 0.0) if i < n_cycles - 1 else 0.0
-            try:
-                A_try, results_try, _, cid = _refine_all(spots, A_list, spots.d >= d_cut - 1e-9, params)
-            except XtalError:
-                if len(A_list) == 1:
-                    raise
-                A_list.pop()
-                A_try = None
-                break
-            A_list, results = A_try, results_try
-        if A_try is None:
-            break
-    return A_list, results
-
-
 def _lattice_setting(spots: _Spots, A: np.ndarray, res, hkl: np.ndarray, sel: np.ndarray, params: IndexParams,
                      target: TargetSymmetry, pixel: float) -> dict:
     """The Bravais table of one lattice and its crystal in the chosen setting: P1, the
@@ -331,6 +196,24 @@ def _lattice_setting(spots: _Spots, A: np.ndarray, res, hkl: np.ndarray, sel: np
             "used": rr.used, "n_used": rr.n_used}
 
 
+def _drop_refused_settings(lattices: list[dict], hkl: np.ndarray, cid: np.ndarray, params: IndexParams):
+    """The lattices whose crystal in the chosen setting (constrained refinement) still
+    meets the acceptance limits, with their spots renumbered; the others' spots become
+    unindexed. XtalError if none does."""
+    why = [rejection({"n_indexed": L["quality"]["n_indexed"], "rmsd_xy_px": math.hypot(*L["rmsd"][:2]),
+                      "rmsd_z_images": L["rmsd"][2]}, params) for L in lattices]
+    keep = [k for k, w in enumerate(why) if w is None]
+    if not keep:
+        raise XtalError(f"no lattice meets the acceptance limits in the {lattices[0]['lattice']} setting "
+                        f"(it does in P1: are the beam centre and distance right?): {why[0]}")
+    new_cid = np.full(len(cid), -1, dtype=cid.dtype)
+    for new_k, k in enumerate(keep):
+        new_cid[cid == k] = new_k
+    hkl = hkl.copy()
+    hkl[new_cid < 0] = 0
+    return [lattices[k] for k in keep], hkl, new_cid
+
+
 def _predictions(spots: _Spots, experiments: list[Experiment], lattices: list[dict], hkl: np.ndarray,
                  cid: np.ndarray):
     """xyzcal.mm (mm, mm, rad), xyzcal.px (px fast, slow, frame) and entering of the
@@ -372,12 +255,13 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
                                  absolute_angle_tolerance=params.absolute_angle_tolerance,
                                  max_delta=params.max_delta)
     max_cell = _max_cell(spots, params, target)
-    A_list, results = _find_lattices(spots, params, target, max_cell)
-    # final assignment over all spots with the refined models
-    hkl, cid, _ = assign_indices(spots.rlp, A_list, params.hkl_tolerance, spots.entering, spots.imageset)
+    A_list, results, qualities, hkl, cid = find_lattices(spots, params, target, max_cell)
     pixel = float(experiments[0].detector[0].pixel_size[0])
     lattices = [_lattice_setting(spots, A, res, hkl, cid == k, params, target, pixel)
                 for k, (A, res) in enumerate(zip(A_list, results))]
+    for lat, q in zip(lattices, qualities):
+        lat["quality"] = q
+    lattices, hkl, cid = _drop_refused_settings(lattices, hkl, cid, params)
     xyzcal_mm, xyzcal_px, entering = _predictions(spots, experiments, lattices, hkl, cid)
     s1 = spots.cols["s1"].copy()
     flags_add = np.where(cid >= 0, int(Flags.indexed), 0).astype(np.uint64)
@@ -485,7 +369,8 @@ def _indexed_row(i: int, experiment: Experiment, res: dict, per: dict) -> dict:
             "max_cell": res["max_cell"], "seconds": res["seconds"],
             "lattices": [{"unit_cell": [float(x) for x in L["crystal"].unit_cell],
                           "space_group": L["crystal"].space_group_symbol, "cb_op": L["cb_op"],
-                          "rmsd": list(L["rmsd"]), "bravais_settings": L["bravais"]}
+                          "rmsd": list(L["rmsd"]), "n_indexed": L["quality"]["n_indexed"],
+                          "rmsd_xy_px": L["quality"]["rmsd_xy_px"], "bravais_settings": L["bravais"]}
                          for L in res["lattices"]]}
 
 

@@ -97,7 +97,8 @@ class TargetSymmetry:
                 cell, self.reduced_cell, self.relative_length_tolerance, self.absolute_angle_tolerance):
             return False
         if self.lattice is not None and self.lattice != "aP":
-            settings = [s for s in bravais_settings(R_reduced, self.max_delta) if s.bravais == self.lattice]
+            settings = [s for s in bravais_settings(R_reduced, self.max_delta, only=self.lattice)
+                        if s.bravais == self.lattice]
             if not settings:
                 return False
             if self.unit_cell is not None and not any(

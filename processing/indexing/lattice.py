@@ -62,20 +62,21 @@ def cells_similar(cell1, cell2, relative_length_tolerance: float = 0.1,
     return bool(np.all(np.abs(c1[3:] - c2[3:]) <= absolute_angle_tolerance))
 
 
+_PERMS = np.array(list(itertools.permutations(range(3))))
+_FLIPS = np.array([(1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)])
+
+
 def reduced_cells_similar(cell1, cell2, relative_length_tolerance: float = 0.1,
                           absolute_angle_tolerance: float = 5.0) -> bool:
     """Compare two reduced cells allowing the ambiguities of reduction near its
     boundaries: axis permutations and the acute/obtuse choice of angle pairs."""
-    c2 = np.asarray(cell2, float)
-    for perm in itertools.permutations(range(3)):
-        L = c2[list(perm)]
-        A = c2[3:][list(perm)]
-        for flips in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)):
-            ang = np.where(np.array(flips) > 0, A, 180.0 - A)
-            if cells_similar(cell1, np.concatenate([L, ang]), relative_length_tolerance,
-                             absolute_angle_tolerance):
-                return True
-    return False
+    c1, c2 = np.asarray(cell1, float), np.asarray(cell2, float)
+    L = c2[:3][_PERMS]  # 6 × 3
+    A = c2[3:][_PERMS]
+    ang = np.where(_FLIPS[None] > 0, A[:, None], 180.0 - A[:, None])  # 6 × 4 × 3
+    len_ok = np.all(np.abs(c1[:3] - L) / np.maximum(c1[:3], L) <= relative_length_tolerance, axis=1)
+    ang_ok = np.all(np.abs(c1[3:] - ang) <= absolute_angle_tolerance, axis=2)
+    return bool(np.any(len_ok[:, None] & ang_ok))
 
 
 def same_lattice(R1: np.ndarray, R2: np.ndarray, tol: float = 0.1) -> bool:

@@ -19,7 +19,8 @@ class IndexParams(StageParams):
     joint: bool = param(True, "index all sweeps together as one crystal; false: each sweep alone, one crystal per experiment")
     unit_cell: tuple[float, ...] | None = param(None, "known unit cell a,b,c,alpha,beta,gamma (Å, deg): keep only matching lattices")
     space_group: str | None = param(None, "known space group: the crystal is written in its lattice's setting")
-    max_lattices: int = param(1, "maximum number of lattices to search for in each sweep (or in the joint data)", ge=1)
+    max_lattices: int = param(1, "maximum number of lattices to search for in each sweep (or in the joint data); "
+                                 "with unit_cell= and > 1 the real-space grid search is tried first", ge=1)
     nproc: int = param(1, "number of processes indexing sweeps in parallel (joint=false)", ge=1)
     min_cell: float = param(3.0, "minimum length of candidate basis vectors (Å)", gt=0)
     max_cell: float | None = param(None, "maximum length of candidate basis vectors (Å); None: from the spot spacing", gt=0)
@@ -37,6 +38,10 @@ class IndexParams(StageParams):
     recycle_unindexed_reflections_cutoff: float = param(0.1, "search another lattice only if more than this fraction is unindexed",
                                                         ge=0, le=1)
     minimum_angular_separation: float = param(5.0, "minimum rotation (deg) between two lattices of one sweep", ge=0)
+    max_rmsd_xy: float = param(3.0, "accept a lattice only if its refined positional RMSD √(X²+Y²) is at most this (px)",
+                               gt=0)
+    max_rmsd_z: float = param(6.0, "accept a lattice only if its refined φ RMSD is at most this (images)", gt=0)
+    min_lattice_spots: int = param(20, "accept a lattice only if it indexes at least this many spots", ge=6)
     min_spots: int = param(20, "fewest spots a sweep needs to be indexed", ge=1)
     sigma_phi_deg: float | None = param(None, "override the φ sigmas in refinement (deg); None: from the spots, "
                                               "at least 2 images on wedges of < 20 images", gt=0)

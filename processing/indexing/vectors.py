@@ -66,25 +66,26 @@ def basis_combinations(vectors: list[np.ndarray], max_vectors: int = 100):
     order (combinations of the earliest vectors first), skipping near-collinear and
     near-coplanar triples (20° cut-offs)."""
     n = min(len(vectors), max_vectors)
-    V = [np.asarray(v, float) for v in vectors[:n]]
-    combos = [(i, j, k) for i in range(n) for j in range(i + 1, n) for k in range(j + 1, n)]
-    combos.sort(key=lambda t: t[0] ** 2 + t[1] ** 2 + t[2] ** 2)
-    min_angle = math.radians(20)
-    half_pi = math.pi / 2
-    for i, j, k in combos:
-        a, b = V[i], V[j]
-        ang = math.radians(_angle(a, b))
-        if ang < min_angle or math.pi - ang < min_angle:
-            continue
-        axb = np.cross(a, b)
-        if ang < half_pi:
-            b = -b
-            axb = -axb
-        c = V[k]
-        if abs(half_pi - math.radians(_angle(axb, c))) < min_angle:
-            continue
-        if math.radians(_angle(b, c)) < half_pi:
-            c = -c
-        if axb @ c < 0:
-            a, b, c = -a, -b, -c
-        yield np.array([a, b, c])
+    if n < 3:
+        return
+    V = np.array([np.asarray(v, float) for v in vectors[:n]])
+    i, j, k = (x.ravel() for x in np.meshgrid(*(np.arange(n),) * 3, indexing="ij"))
+    keep = (i < j) & (j < k)
+    i, j, k = i[keep], j[keep], k[keep]
+    order = np.argsort(i ** 2 + j ** 2 + k ** 2, kind="stable")
+    i, j, k = i[order], j[order], k[order]
+    U = V / np.linalg.norm(V, axis=1)[:, None]
+    cos_ab = np.einsum("ij,ij->i", U[i], U[j])
+    lim = math.cos(math.radians(20))
+    ok = np.abs(cos_ab) < lim  # not (near-)collinear
+    flip_b = np.where(cos_ab > 0, -1.0, 1.0)  # b made obtuse to a
+    a, b, c = V[i], V[j] * flip_b[:, None], V[k]
+    axb = np.cross(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_nc = np.einsum("ij,ij->i", axb, c) / (np.linalg.norm(axb, axis=1) * np.linalg.norm(c, axis=1))
+    ok &= np.abs(cos_nc) > math.sin(math.radians(20))  # c not (near-)coplanar with a, b
+    flip_c = np.where(np.einsum("ij,ij->i", b, c) > 0, -1.0, 1.0)  # c obtuse to b
+    c = c * flip_c[:, None]
+    hand = np.where(np.einsum("ij,ij->i", axb, c) < 0, -1.0, 1.0)  # right-handed
+    for t in np.nonzero(ok)[0]:
+        yield hand[t] * np.array([a[t], b[t], c[t]])

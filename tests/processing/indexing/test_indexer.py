@@ -270,15 +270,15 @@ def test_half_cell_expanded_to_true_cell():
 def test_half_cell_from_fft_indexes_true_cell(monkeypatch):
     """End to end: the basis-vector search offers the half-cell vectors first (as the
     FFT did for sweep 19); run_index still returns the true cell, 100 % indexed."""
-    from processing.indexing import indexer
+    from processing.indexing import lattice_search
     e, A, xyz, R_half = _half_cell_case()
-    real = indexer.fft3d_basis_vectors
+    real = lattice_search.fft3d_basis_vectors
 
     def biased(rlp, *a, **k):
         vectors, d_min = real(rlp, *a, **k)
         return [*R_half, *vectors], d_min
 
-    monkeypatch.setattr(indexer, "fft3d_basis_vectors", biased)
+    monkeypatch.setattr(lattice_search, "fft3d_basis_vectors", biased)
     out, refl, summary = run_index(ExperimentList([e]), table_for([xyz], [e]), IndexParams())
     row = summary["sweeps"][0]
     assert row["percent_indexed"] > 97
