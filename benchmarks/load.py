@@ -10,14 +10,16 @@ the project page's own forms with Django's test client (new project → import, 
 spots → index → refine → integrate → cosym → scale → merge, each when the previous run has
 finished), as users would. Meanwhile ``--clients`` simulated browsers poll the server over
 HTTP, each in a loop: the project page (every tenth round), its status JSON (what the
-page polls every 2 s) and, every third round, a report (a finished run's report page or
-its JSON), ``--think`` seconds apart. Before they start, each server process gets a few
+page polls every 2 s; sending back the ETag of its last answer for that project, as the
+page does, so an unchanged status is a bodiless 304 — ``--no-etag`` not to) and, every
+third round, a report (a finished run's report page or its JSON), ``--think`` seconds apart. Before they start, each server process gets a few
 unmeasured requests (warm-up: its first request imports the views and the stage
 registry; ``warmup_max_ms``). The loop is bounded: it stops when every project has its
 merge (or a run failed) or after ``--max-seconds``, whichever comes first.
 
-Reported: per page kind and overall p50/p95/max latency (ms) and request counts (any
-status other than 200 is counted as an error), and the processing: tasks run (one per
+Reported: per page kind and overall p50/p95/max latency (ms), request counts and bytes
+received (any status other than 200, or 304 to a conditional poll, is counted as an
+error; ``not_modified``: the 304s), and the processing: tasks run (one per
 unit of a per-sweep run plus its join, one per other run) and runs finished per minute,
 wall time from the first submit to the last finish.
 
@@ -168,25 +170,38 @@ class Pipeline(threading.Thread):
 class Poller(threading.Thread):
     """A browser polling the server: project page, status JSON, now and then a report."""
 
-    def __init__(self, port: int, cookie: str, projects: list[int], think: float, stop: threading.Event, seed: int):
+    def __init__(self, port: int, cookie: str, projects: list[int], think: float, stop: threading.Event, seed: int,
+                 etag: bool = True):
         super().__init__(daemon=True)
         self.port, self.cookie, self.projects, self.think, self.stop = port, cookie, projects, think, stop
         self.rng = random.Random(seed)
-        self.samples: list[tuple[str, float, int]] = []
+        self.use_etag = etag
+        self.etags: dict[str, str] = {}  # path → the ETag of its last answer
+        self.bodies: dict[str, bytes] = {}  # path → its last body (what a 304 means)
+        #: (kind, ms, HTTP status, bytes received)
+        self.samples: list[tuple[str, float, int, int]] = []
 
-    def get(self, kind: str, path: str) -> bytes:
+    def get(self, kind: str, path: str, conditional: bool = False) -> bytes:
+        headers = {"Cookie": self.cookie, "Host": "127.0.0.1"}
+        if conditional and self.use_etag and path in self.etags:
+            headers["If-None-Match"] = self.etags[path]
         t0 = time.perf_counter()
         status, body = 0, b""
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request("GET", path, headers={"Cookie": self.cookie, "Host": "127.0.0.1"})
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             body = response.read()
             status = response.status
+            etag = response.getheader("ETag")
             conn.close()
         except Exception:
-            status = -1
-        self.samples.append((kind, (time.perf_counter() - t0) * 1000.0, status))
+            status, etag = -1, None
+        self.samples.append((kind, (time.perf_counter() - t0) * 1000.0, status, len(body)))
+        if status == 304 and "If-None-Match" in headers:
+            return self.bodies.get(path, b"")
+        if status == 200 and conditional and etag:
+            self.etags[path], self.bodies[path] = etag, body
         return body if status == 200 else b""
 
     def run(self) -> None:
@@ -195,7 +210,7 @@ class Poller(threading.Thread):
             pid = self.rng.choice(self.projects)
             if rounds % 10 == 0:
                 self.get("project_page", f"/projects/{pid}/")
-            body = self.get("status_json", f"/projects/{pid}/status.json")
+            body = self.get("status_json", f"/projects/{pid}/status.json", conditional=True)
             if rounds % 3 == 2 and body:
                 done = [r for r in json.loads(body).get("runs", []) if r.get("status") in ("succeeded", "partial")]
                 if done:
@@ -245,6 +260,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (4 threads each)")
     ap.add_argument("--stages", default=",".join(STAGES), help="stages after the import, in order")
     ap.add_argument("--max-seconds", type=float, default=420.0, help="the bound: stop after this long")
+    ap.add_argument("--no-etag", action="store_true",
+                    help="poll status.json without If-None-Match (as the page did before it sent the ETag back)")
     ap.add_argument("--root", default=None)
     args = ap.parse_args(argv)
     root = args.root or tempfile.mkdtemp(prefix="xtalweb-load-")
@@ -312,8 +329,9 @@ def main(argv: list[str]) -> int:
             t.start()
         for t in threads:
             t.join(120)
-        result["warmup_max_ms"] = round(max((ms for _, ms, _ in warm.samples), default=0.0), 1)
-        pollers = [Poller(port, cookie, ids, args.think, stop, seed=k) for k in range(args.clients)]
+        result["warmup_max_ms"] = round(max((ms for _, ms, *_ in warm.samples), default=0.0), 1)
+        pollers = [Poller(port, cookie, ids, args.think, stop, seed=k, etag=not args.no_etag)
+                   for k in range(args.clients)]
         for p in pollers:
             p.start()
         for p in pipelines:
@@ -323,12 +341,18 @@ def main(argv: list[str]) -> int:
             p.join(35)
         t_end = max([p.finished or time.time() for p in pipelines])
         samples = [s for p in pollers for s in p.samples]
-        by_kind: dict[str, list[float]] = {}
-        for kind, ms, status in samples:
-            by_kind.setdefault(kind, []).append(ms)
-        result["latency"] = {"all": {**_percentiles([ms for _, ms, _ in samples]),
-                                     "errors": sum(1 for *_, st in samples if st != 200)},
-                             **{k: _percentiles(v) for k, v in sorted(by_kind.items())}}
+        by_kind: dict[str, list[tuple[float, int, int]]] = {}
+        for kind, ms, status, size in samples:
+            by_kind.setdefault(kind, []).append((ms, status, size))
+
+        def stats(rows):
+            return {**_percentiles([ms for ms, _, _ in rows]), "not_modified": sum(1 for _, st, _ in rows if st == 304),
+                    "kb_received": round(sum(size for *_, size in rows) / 1024, 1),
+                    "errors": sum(1 for _, st, _ in rows if st not in (200, 304))}
+
+        result["etag"] = not args.no_etag
+        result["latency"] = {"all": stats([s[1:] for s in samples]),
+                             **{k: stats(v) for k, v in sorted(by_kind.items())}}
         result["requests_per_second"] = round(len(samples) / max(t_end - t_start, 1e-9), 1)
         tasks, runs, units = _task_count(ids)
         minutes = max(t_end - t_start, 1e-9) / 60.0

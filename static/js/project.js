@@ -1,5 +1,8 @@
 // Live project page: poll status.json every 2 s and redraw the pipeline overview and the
-// sweeps and runs tables (with each fanned-out run's per-sweep status, progress and message).
+// sweeps and runs tables (with each fanned-out run's per-sweep status, progress and message,
+// and the last line of a running run's log). A poll sends back the last answer's ETag: an
+// unchanged status is a bodiless 304 and nothing is redrawn. The "Run / rerun" forms are
+// fetched when their card is first opened (GET of the form's own URL).
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -97,6 +100,11 @@
     prog.appendChild(bar(r.progress));
     prog.appendChild(document.createTextNode(" " + Math.round((r.progress || 0) * 100) + "%"));
     if (r.sweeps && r.sweeps.length) prog.appendChild(sweepList(r.sweeps));
+    if (r.log_tail) {
+      var tail = el("p", r.log_tail, "log-tail meta");
+      tail.title = "the last line of the log";
+      prog.appendChild(tail);
+    }
     var links = el("span");
     var report = el("a", "report"); report.href = r.report_url;
     var log = el("a", "log"); log.href = r.log_url;
@@ -208,6 +216,25 @@
     if (done) done.textContent = o.n_done + " of " + o.n_stages + " stages done";
   }
 
+  // a "Run / rerun" card's form, fetched the first time the card is opened
+  function loadForm(card) {
+    var url = card.getAttribute("data-form-url"), body = card.querySelector(".run-form-body");
+    if (!card.open || !url || !body || card.hasAttribute("data-loaded")) return;
+    card.setAttribute("data-loaded", "loading");
+    fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"Accept": "text/html"}})
+      .then(function (resp) { if (!resp.ok) throw new Error(resp.status + " " + resp.statusText); return resp.text(); })
+      .then(function (html) { body.innerHTML = html; card.setAttribute("data-loaded", "yes"); })
+      .catch(function (err) {
+        card.removeAttribute("data-loaded");  // opening the card again tries again
+        body.replaceChildren(el("p", "The form could not be loaded (" + err.message + "): close and open it again.",
+                                "error"));
+      });
+  }
+  document.querySelectorAll("details.run-form").forEach(function (card) {
+    card.addEventListener("toggle", function () { loadForm(card); });
+    loadForm(card);
+  });
+
   // "run cosym" links to the closed <details> of its form: open it
   function openTarget() {
     var id = window.location.hash.slice(1);
@@ -222,11 +249,20 @@
   });
   openTarget();
 
+  var etag = null;
   function refresh() {
     if (document.hidden) { setTimeout(refresh, PERIOD_MS); return; }
-    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-      .then(function (resp) { if (!resp.ok) throw new Error(resp.status); return resp.json(); })
+    var headers = {"Accept": "application/json"};
+    if (etag) headers["If-None-Match"] = etag;
+    fetch(url, {credentials: "same-origin", cache: "no-store", headers: headers})
+      .then(function (resp) {
+        if (resp.status === 304) return null;  // nothing changed since the last answer
+        if (!resp.ok) throw new Error(resp.status);
+        etag = resp.headers.get("ETag");
+        return resp.json();
+      })
       .then(function (data) {
+        if (!data) return;
         replaceBody("#sweeps", data.sweeps.map(sweepRow), "No sweeps imported yet.", 8);
         replaceBody("#runs", data.runs.map(runRow), "No stage runs yet.", 8);
         drawOverview(data.overview);

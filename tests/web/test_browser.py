@@ -20,6 +20,7 @@ from .browser import browser, login  # noqa: F401  (fixture)
 
 def test_partial_run_in_the_browser(browser, live_server, client, users, indexed_project):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from xtalweb.projects.models import StageRun, SweepRun
 
@@ -53,6 +54,7 @@ def test_partial_run_in_the_browser(browser, live_server, client, users, indexed
     # the integrate form: sweeps 0 and 2 offered, sweep 1 listed as left out with its reason
     browser.find_element(By.CSS_SELECTOR, "#form-integrate summary").click()
     form = browser.find_element(By.ID, "form-integrate")
+    WebDriverWait(browser, 10).until(lambda b: form.find_elements(By.TAG_NAME, "form"))  # fetched when opened
     assert "Left out: 1 sweep did not succeed in run" in form.text and reason in form.text
     values = [e.get_attribute("value") for e in form.find_elements(By.CSS_SELECTOR, "input[name='integrate-sweeps']")]
     assert values == ["0", "2"]

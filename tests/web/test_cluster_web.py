@@ -118,7 +118,8 @@ def test_cluster_run_report_and_click_to_merge(client, users, scaled_project, sc
     good, bad = scaled_ensemble["good"], scaled_ensemble["bad"]
     client.force_login(users["bob"])
     page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
-    assert 'id="form-cluster"' in page and 'name="cluster-cluster_method"' in page and 'name="cluster-seed"' in page
+    form = client.get(reverse("stagerun_new", args=[project.pk, "cluster"])).content.decode()  # fetched when opened
+    assert 'id="form-cluster"' in page and 'name="cluster-cluster_method"' in form and 'name="cluster-seed"' in form
 
     run = run_stage(client, project, "cluster", scale, range(N), cluster_method="correlation", dimensions="2")
     assert (run.status, run.error) == ("succeeded", ""), run.log

@@ -73,7 +73,8 @@ def test_cosym_from_the_project_page(client, users, integrated_project):
     project, integ, truth = integrated_project
     client.force_login(users["bob"])
     page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
-    assert 'id="form-cosym"' in page and 'name="cosym-space_group"' in page and 'name="cosym-seed"' in page
+    form = client.get(reverse("stagerun_new", args=[project.pk, "cosym"])).content.decode()  # fetched when opened
+    assert 'id="form-cosym"' in page and 'name="cosym-space_group"' in form and 'name="cosym-seed"' in form
 
     run = run_cosym(client, project, integ)
     assert (run.status, run.error) == ("succeeded", ""), run.log

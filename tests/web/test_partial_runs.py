@@ -67,10 +67,9 @@ def test_partial_run_and_retry_of_only_the_failed_sweep(client, users, indexed_p
     report = client.get(reverse("stagerun_report", args=[project.pk, ref.pk])).content.decode()
     assert 'class="badge partial"' in report and "Retry failed sweeps" in report
 
-    # --- the next stage's form: the succeeded sweeps, and which was left out and why --------
-    page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
-    form = page[page.index('id="form-integrate"'):]
-    form = form[: form.index("</details>")]
+    # --- the next stage's form (fetched when its card is opened): the succeeded sweeps, and which
+    # was left out and why
+    form = client.get(reverse("stagerun_new", args=[project.pk, "integrate"])).content.decode()
     assert 'value="0"' in form and 'value="2"' in form and 'value="1"' not in form
     assert "Left out: 1 sweep" in form and f"<strong>crystal_001</strong>: {html.escape(reason)}" in form
 

@@ -85,7 +85,9 @@ def test_forms_are_built_from_the_parameter_classes(client, users, refined):
     from processing.refinement import RefineParams
 
     client.force_login(users["bob"])
-    page = html.unescape(client.get(reverse("project_detail", args=[refined["project"].pk])).content.decode())
+    # each form is fetched when its card on the project page is opened
+    page = html.unescape("".join(client.get(reverse("stagerun_new", args=[refined["project"].pk, stage]))
+                                 .content.decode() for stage in ("refine", "integrate")))
     for stage, cls in (("refine", RefineParams), ("integrate", IntegrateParams)):
         for name, default, help_text in describe(cls):
             if stage == "integrate" and name == "nproc":  # workers scale by fan-out
@@ -227,4 +229,4 @@ def test_integration_table_and_ios_figure(client, users, refined):
     assert "3" in fig["layout"]["xaxis"]["ticktext"]  # ticks labelled in Å
     status = client.get(reverse("project_status", args=[p.pk])).json()
     polled = next(r for r in status["runs"] if r["id"] == integ.pk)
-    assert "resolution_table" not in polled["sweeps"][0]["summary"]  # the polled JSON stays small
+    assert "summary" not in polled["sweeps"][0]  # the polled JSON stays small: the report has the tables

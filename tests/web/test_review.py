@@ -275,7 +275,7 @@ def test_exclude_flag_leaves_the_sweep_out_of_the_next_run(client, users, merged
     assert [(s["name"], s["reason"], s["author"]) for s in form.flagged_out] == \
         [(NAMES[1], "split spots, two lattices", "bob")]
     page = client.get(project.get_absolute_url()).content.decode()
-    form_html = page.split('id="form-cosym"', 1)[1].split("</details>", 1)[0]
+    form_html = client.get(reverse("stagerun_new", args=[project.pk, "cosym"])).content.decode()
     assert 'value="0" id="id_cosym-sweeps_0" checked' in form_html.replace('name="cosym-sweeps" ', "")
     assert 'value="1" id="id_cosym-sweeps_1">' in form_html.replace('name="cosym-sweeps" ', "")
     assert "flagged <strong>exclude</strong>" in form_html and "split spots, two lattices" in form_html
@@ -457,6 +457,7 @@ def test_review_in_the_browser(browser, live_server, client, users, merged, tmp_
     browser.get(f"{live_server.url}{project.get_absolute_url()}")
     browser.find_element(By.CSS_SELECTOR, "#form-cosym summary").click()  # the flagged sweep is left out, with why
     cosym = browser.find_element(By.ID, "form-cosym")
+    WebDriverWait(browser, 10).until(lambda b: cosym.find_elements(By.TAG_NAME, "form"))  # fetched when opened
     assert "flagged exclude by a reviewer" in cosym.text and "split spots" in cosym.text
     boxes = {e.get_attribute("value"): e.is_selected()
              for e in cosym.find_elements(By.CSS_SELECTOR, "input[name='cosym-sweeps']")}

@@ -102,13 +102,12 @@ def test_find_spots_matches_the_science_and_a_rerun_keeps_the_old_folder(client,
     assert ids.tolist() == [0, 1, 2] and n.tolist() == counts
     assert run.summary["n_succeeded"] == 3 and run.summary["n_failed"] == 0
 
-    # live status JSON and report JSON carry the same numbers
+    # the live status JSON carries the sweeps' states, the report JSON their numbers
     status = client.get(reverse("project_status", args=[project.pk])).json()
     fs = next(r for r in status["runs"] if r["id"] == run.pk)
     assert [(s["name"], s["status"], s["progress"]) for s in fs["sweeps"]] == [
         ("crystal_000", "succeeded", 1.0), ("crystal_001", "succeeded", 1.0), ("crystal_002", "succeeded", 1.0)]
-    assert [s["summary"]["n_spots"] for s in fs["sweeps"]] == counts
-    assert "histogram" not in fs["sweeps"][0]["summary"]  # the polled JSON stays small
+    assert "summary" not in fs and "summary" not in fs["sweeps"][0]  # the polled JSON stays small
     report = client.get(reverse("stagerun_report_json", args=[project.pk, run.pk])).json()
     table = report["tables"][0]
     assert table["columns"][:4] == ["Sweep", "Images", "Spots", "Spots/image"]
@@ -167,7 +166,7 @@ def test_broken_sweep_fails_alone_and_index_reports_cells(client, users, tiny_da
     assert "Sweep crystal_001 failed" in log.split("=== join ===")[1]
 
     # index (one task per sweep) on top: only the two good sweeps are offered
-    form_page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
+    form_page = client.get(reverse("stagerun_new", args=[project.pk, "index"])).content.decode()  # the card's form
     assert 'name="index-sweeps" value="0"' in form_page and 'name="index-sweeps" value="1"' not in form_page
     idx = run_stage(client, project, "index")
     assert (idx.status, idx.error) == ("succeeded", ""), idx.log

@@ -67,11 +67,14 @@ def _latest_key(run: StageRun):
 class Lineage:
     """All runs of a project (one query each for runs, parents and SweepRun rows)."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, runs: list[StageRun] | None = None):
+        """``runs``: the project's runs already loaded with their parents and SweepRun rows
+        (a page that shows them too); else they are read here."""
         self.project = project
-        # the rows' logs, summaries and file lists can be large and are not needed here
-        rows = Prefetch("sweep_runs", queryset=SweepRun.objects.defer("log", "summary", "output_files"))
-        runs = list(project.runs.defer("log").prefetch_related("parents", rows).order_by("id"))
+        if runs is None:
+            # the rows' logs, summaries and file lists can be large and are not needed here
+            rows = Prefetch("sweep_runs", queryset=SweepRun.objects.defer("log", "summary", "output_files"))
+            runs = list(project.runs.defer("log").prefetch_related("parents", rows).order_by("id"))
         self.runs: dict[int, StageRun] = {r.pk: r for r in runs}
         self.parents: dict[int, list[int]] = {
             r.pk: sorted(p.pk for p in r.parents.all() if p.pk in self.runs) for r in runs}

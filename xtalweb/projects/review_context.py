@@ -30,22 +30,27 @@ def dataset_review(project) -> dict[str, dict]:
     return out
 
 
-def project_review(request, project) -> dict:
-    """The project page's review context: access, notes, flags, shares, approvals, activity."""
+def project_review(request, project, runs: list[StageRun] | None = None, sweeps=None) -> dict:
+    """The project page's review context: access, notes, flags, shares, approvals, activity.
+    ``runs`` and ``sweeps``: the project's, when the page has them loaded already."""
     access = access_for(request.user, project)
     approvals = list(Approval.objects.filter(run__project=project).select_related("run", "approved_by")
                      .order_by("-approved"))
     approved = {a.run_id for a in approvals}
-    merges = [r for r in project.runs.filter(stage="merge", status__in=StageRun.USABLE).order_by("-id")
-              if r.pk not in approved]
+    if runs is None:
+        runs = list(project.runs.only("id", "project_id", "stage", "status"))
+    newest_first = sorted(runs, key=lambda r: -r.pk)
+    merges = [r for r in newest_first if r.stage == "merge" and r.status in StageRun.USABLE and r.pk not in approved]
+    names = ([s.name for s in sweeps] if sweeps is not None
+             else list(project.sweeps.order_by("id").values_list("name", flat=True)))
     entries = Activity.objects.filter(project=project).select_related("user", "run")[:ACTIVITY_ON_PAGE + 1]
     entries = list(entries)
     return {
         "access": access,
         "review_notes": Note.objects.filter(project=project).select_related("author", "run")[:NOTES_ON_PAGE],
         "datasets_review": dataset_review(project),
-        "note_runs": list(project.runs.order_by("-id").values_list("pk", "stage")),
-        "dataset_choices": list(project.sweeps.order_by("id").values_list("name", flat=True)),
+        "note_runs": [(r.pk, r.stage) for r in newest_first],
+        "dataset_choices": names,
         "shares": project.shares.select_related("group", "user", "created_by"),
         "share_groups": (Group.objects.exclude(pk=project.group_id).order_by("name") if access.can_share else []),
         "approvals": approvals,

@@ -2,14 +2,23 @@ from django.urls import path
 
 from xtalweb.reports import views as report_views
 
-from . import cluster_views, downloads, history, live, review_views, steering_views, views
-from . import viewer_views
+from . import (
+    cluster_views,
+    downloads,
+    history,
+    live,
+    review_views,
+    status,
+    steering_views,
+    viewer_views,
+    views,
+)
 
 urlpatterns = [
     path("", views.project_list, name="project_list"),
     path("new/", views.project_new, name="project_new"),
     path("<int:pk>/", views.project_detail, name="project_detail"),
-    path("<int:pk>/status.json", views.project_status, name="project_status"),
+    path("<int:pk>/status.json", status.project_status, name="project_status"),
     path("<int:pk>/history/", history.project_history, name="project_history"),
     path("<int:pk>/compare/", history.compare_runs, name="compare_runs"),
     path("<int:pk>/datasets/", history.project_datasets, name="project_datasets"),

@@ -7,17 +7,18 @@ import logging
 import os
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.contrib import messages
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from . import runs, watchdog
 from .forms import NewProjectForm, PresetProjectForm, StageRunForm
 from .models import Project, StageRun
-from .permissions import READ, data_roots, get_project_for_user, visible_projects
+from .permissions import data_roots, get_project_for_user, visible_projects
 from .review import Verb, is_locked, read_only_overview, record
 from .stages import form_stages, params_json, registry, title
 
@@ -85,41 +86,60 @@ def project_new(request):
 
 
 def _stage_forms(project, bound: StageRunForm | None = None) -> list[dict]:
-    """One entry per runnable stage: its form, or why it cannot be shown."""
+    """One entry per runnable stage: where its form is fetched when the user opens it
+    (:func:`stagerun_new`), and the form itself only for ``bound`` (a form sent back with
+    its errors)."""
     out = []
     for stage in form_stages():
-        entry = {"stage": stage, "title": title(stage),
-                 "previous": registry()[stage].previous, "form": None, "unavailable": ""}
+        entry = {"stage": stage, "title": title(stage), "url": reverse("stagerun_new", args=[project.pk, stage]),
+                 "form": None}
         if bound is not None and bound.stage == stage:
-            entry["form"] = bound
-        else:
-            try:
-                entry["form"] = StageRunForm(stage, project)
-            except Exception as exc:  # the science is being changed under us: say so, keep the page
-                logger.exception("form of stage %s", stage)
-                entry["unavailable"] = f"{type(exc).__name__}: {exc}"
+            entry.update(_stage_form(project, stage, bound))
         out.append(entry)
     return out
 
 
+def _stage_form(project, stage: str, bound: StageRunForm | None = None) -> dict:
+    """The form of ``stage`` (``bound``, or a new one), or why it cannot be shown."""
+    entry = {"stage": stage, "title": title(stage), "previous": registry()[stage].previous, "form": bound,
+             "unavailable": ""}
+    if bound is None:
+        try:
+            entry["form"] = StageRunForm(stage, project)
+        except Exception as exc:  # the science is being changed under us: say so, keep the page
+            logger.exception("form of stage %s", stage)
+            entry["unavailable"] = f"{type(exc).__name__}: {exc}"
+    return entry
+
+
 def _render_project(request, project, bound: StageRunForm | None = None, status: int = 200):
+    """The project page from one read of the runs (with their parents and SweepRun rows),
+    shared by the runs table, the overview, the files, the review and the warnings."""
     from .downloads import DOWNLOAD_STAGES, downloads_of
-
-    files = [{"run": r, "files": downloads_of(r)}
-             for r in project.runs.filter(stage__in=DOWNLOAD_STAGES, status__in=StageRun.USABLE).order_by("-id")]
-    from .overview import project_overview, safe_overview
+    from .lineage import Lineage, leave_out_warnings
+    from .overview import build_overview, safe_overview
     from .review_context import project_review
+    from .status import log_tails, page_runs
 
-    review = project_review(request, project)
-    overview = safe_overview(project_overview, project)
+    all_runs = page_runs(project)
+    sweeps = list(project.sweeps.defer("files", "summary"))
+    review = project_review(request, project, runs=all_runs, sweeps=sweeps)
+    can_write = review["access"].can_write
+    overview = safe_overview(build_overview, all_runs)
+    lin = Lineage(project, runs=all_runs)
+    files = [{"run": r, "files": downloads_of(r)} for r in reversed(all_runs)
+             if r.stage in DOWNLOAD_STAGES and r.status in StageRun.USABLE]
+    tails = log_tails(all_runs)
+    for r in all_runs:
+        r.log_tail = tails.get(r.pk, "")
     return render(
         request,
         "projects/project_detail.html",
-        {"project": project, "sweeps": project.sweeps.all(),
-         "overview": overview if review["access"].can_write else read_only_overview(overview),
-         "runs": project.runs.prefetch_related("sweep_runs", "parents"),
+        {"project": project, "sweeps": sweeps,
+         "overview": overview if can_write else read_only_overview(overview),
+         "runs": all_runs, "warnings": leave_out_warnings(lin.line(lin.main_end()), lin=lin),
          "downloads": [f for f in files if f["files"]],
-         "stage_forms": _stage_forms(project, bound) if review["access"].can_write else [], **review},
+         "stage_forms": _stage_forms(project, bound) if can_write else [], **review},
         status=status,
     )
 
@@ -133,12 +153,18 @@ def project_detail(request, pk: int):
 
 
 @login_required
-@require_http_methods(["POST"])
+@require_http_methods(["GET", "POST"])
 def stagerun_new(request, pk: int, stage: str):
-    """Queue a run (or rerun) of ``stage`` from the project page's form."""
+    """GET: the "Run / rerun" form of ``stage`` (an HTML fragment the project page fetches
+    when the user opens it); POST: queue a run (or rerun) of ``stage`` from that form."""
     project = get_project_for_user(request, pk, write=True)
     if stage not in form_stages():
         raise Http404("No such stage")
+    if request.method == "GET":
+        response = render(request, "projects/_stage_form.html",
+                          {"project": project, "entry": _stage_form(project, stage)})
+        response["Cache-Control"] = "private, no-store"
+        return response
     form = StageRunForm(stage, project, request.POST, request.FILES)
     if not form.is_valid():
         return _render_project(request, project, bound=form)
@@ -220,28 +246,3 @@ def scale_drop(request, pk: int, run_id: int):
                               f"(exclude_datasets={','.join(map(str, excluded))}){', then merge' if then_merge else ''}; "
                               f"run #{run.pk} is kept.")
     return redirect(f"{project.get_absolute_url()}#run-{new_id}")
-
-
-@login_required
-@require_GET
-def project_status(request, pk: int):
-    from .overview import build_overview, safe_overview
-
-    project = get_project_for_user(request, pk)
-    watchdog.check_project(project)
-    all_runs = list(project.runs.prefetch_related("sweep_runs", "parents"))
-    writable = project.access != READ
-    run_dicts = [run.as_dict(compact=True) for run in all_runs]
-    if not writable:  # a read-only member is offered nothing to press
-        for r in run_dicts:
-            r["retry_url"] = None
-    overview = safe_overview(build_overview, all_runs)
-    return JsonResponse(
-        {
-            "project": {"id": project.pk, "name": project.name, "access": project.access},
-            "runs": run_dicts,
-            "sweeps": [sweep.as_dict() for sweep in project.sweeps.all()],
-            "overview": overview if writable else read_only_overview(overview),
-        },
-        json_dumps_params={"allow_nan": False},
-    )

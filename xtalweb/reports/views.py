@@ -18,8 +18,15 @@ from .figures import report_for_run
 
 
 def _run(request, pk: int, run_id: int) -> StageRun:
+    """The run with its SweepRun rows and input runs; no logs (the log page has them)."""
+    from django.db.models import Prefetch
+
+    from xtalweb.projects.models import SweepRun
+
     project = get_project_for_user(request, pk)
-    return get_object_or_404(StageRun.objects.select_related("project").prefetch_related("sweep_runs", "parents"),
+    rows = Prefetch("sweep_runs", queryset=SweepRun.objects.defer("log"))
+    parents = Prefetch("parents", queryset=StageRun.objects.defer("log"))
+    return get_object_or_404(StageRun.objects.select_related("project").defer("log").prefetch_related(rows, parents),
                              pk=run_id, project=project)
 
 
