@@ -23,8 +23,8 @@ class ScaleParams(StageParams):
     decay_interval: float | None = param(None, "rotation (deg) between the decay term's parameters; auto: "
                                                "1.5, 3, 5, 10 or 20 by the sweep's range, as DIALS",
                                          gt=0, aliases="physical.decay_interval")
-    decay_restraint: float = param(0.1, "weight restraining the relative B values to zero (per observation "
-                                        "of the data set)", ge=0,
+    decay_restraint: float = param(0.1, "weight restraining the relative B values to zero (per parameter, "
+                                        "added to Σ w(I − gĨ)² as DIALS)", ge=0,
                                    aliases="physical.decay_restraint")
     absorption_correction: bool | None = param(None, "refine an absorption surface (spherical harmonics of "
                                                      "the beam's paths in the crystal frame); auto: for sweeps "
