@@ -100,6 +100,33 @@ def cc_to_truth(expt_path: str, refl_path: str, truth_mtz: str, d_min: float | N
     return best
 
 
+def common_statistics(expt_path: str, refl_path: str) -> dict:
+    """Rmerge and Rpim of a program's scaled.refl computed here, by one code for both
+    programs (so that only the scales differ): the rows flagged scaled and not
+    bad_for_scaling, intensity.scale.value / inverse_scale_factor, reflections seen
+    more than once; Rmerge also per data set (input order)."""
+    experiments, table = read_experiments(expt_path), read_reflections(refl_path)
+    flags = table["flags"].astype(np.uint64)
+    g = table["inverse_scale_factor"]
+    ok = ((flags & np.uint64(int(Flags.scaled))) != 0) & ((flags & np.uint64(int(Flags.bad_for_scaling))) == 0) \
+        & (g > 0)
+    sg = gemmi.SpaceGroup(experiments[0].crystal.space_group_symbol)
+    intensity = table["intensity.scale.value"][ok] / g[ok]
+    key = canonical_keys(np.asarray(table["miller_index"][ok]).astype(np.int64), point_group_index_ops(sg))
+    _, inv = np.unique(key, return_inverse=True)
+    n = np.bincount(inv)
+    dev = np.abs(intensity - (np.bincount(inv, intensity) / n)[inv])
+    multi = n[inv] > 1
+    dataset = np.asarray(table["id"][ok])
+    per = [round(float(dev[multi & (dataset == k)].sum() / intensity[multi & (dataset == k)].sum()), 4)
+           for k in range(len(experiments)) if np.any(multi & (dataset == k))]
+    return {"n_observations": int(ok.sum()),
+            "rmerge": round(float(dev[multi].sum() / intensity[multi].sum()), 5),
+            "rpim": round(float((dev * np.sqrt(1.0 / np.maximum(n[inv] - 1, 1)))[multi].sum()
+                                / intensity[multi].sum()), 5),
+            "rmerge_per_dataset": per}
+
+
 def entry(run: dict) -> dict:
     return {k: run.get(k) for k in ("seconds", "peak_mb", "returncode", "timeout") if run.get(k) is not None}
 
@@ -136,6 +163,8 @@ def compare(folder: str, symmetrized: tuple[str, str] | None, integrated: tuple[
             res.update(summary_numbers(last["stdout"]))
             res.update(cc_to_truth(os.path.join(folder, f"{name}_scaled.expt"),
                                    os.path.join(folder, f"{name}_scaled.refl"), truth))
+            res["same_code"] = common_statistics(os.path.join(folder, f"{name}_scaled.expt"),
+                                                 os.path.join(folder, f"{name}_scaled.refl"))
         else:
             res["error"] = (last.get("stderr") or "")[-500:]
         if args.filter and last.get("returncode") == 0:
