@@ -5,8 +5,9 @@ DIALS's default): spot centroids → rlps; max_cell from spot spacing (or 1.3 ×
 longest primitive length of ``unit_cell=``); candidate basis vectors (fft3d, fft1d,
 or the real-space grid search of a known cell); candidate lattices ranked as DIALS
 ranks them; then ``n_macro_cycles`` of index assignment and static P1 refinement
-(X, Y, φ; Tukey outliers) with the resolution limit widened from the search's d_min
-to all spots; a lattice is accepted only within the RMSD and spot-count limits
+(X, Y, φ; Tukey outliers; the detector's beam-centre shifts, and its distance on
+wide wedges, with the spots re-mapped from the refined geometry each cycle) with
+the resolution limit widened from the search's d_min to all spots; a lattice is accepted only within the RMSD and spot-count limits
 (lattice_search.py); more lattices from the leftover spots up to ``max_lattices``; Bravais
 settings (Le Page δ, constrained refinement rmsd, DIALS's recommendation) and the
 crystal written in P1, the recommended setting (``choose_bravais=true``) or the
@@ -31,7 +32,7 @@ from ..reflections import Flags, ReflectionTable
 from .bravais import LOWEST_SPACE_GROUP, bravais_settings, lattice_of_space_group, settings_min_max_cc
 from .known_cell import TargetSymmetry, _sorted_if_needed
 from .lattice import cells_similar
-from .lattice_search import find_lattices, rejection
+from .lattice_search import find_lattices, rejection, search_beam_position
 from .max_cell import find_max_cell
 from .params import METHODS, IndexParams  # noqa: F401 - METHODS re-exported for old imports
 from .refine_static import Block, predict, refine_crystal
@@ -54,12 +55,18 @@ class _Spots:
     """Spots of one or more sweeps with their reciprocal-space positions."""
 
     def __init__(self, experiments: list[Experiment], tables: list[dict], sigma_phi_deg: float | None = None):
-        self.experiments = experiments
         self.sigma_phi_deg = sigma_phi_deg
-        parts = []
-        for k, (e, t) in enumerate(zip(experiments, tables)):
+        self.tables = tables
+        for e in experiments:
             if e.scan is None or e.goniometer is None or e.scan.is_still:
                 raise XtalError("not a rotation sweep (stills are not supported by xtal index)")
+        self.set_experiments(list(experiments))
+
+    def set_experiments(self, experiments: list[Experiment]):
+        """(Re-)map the spots to mm, s1, rlp and entering with this geometry (one experiment per sweep)."""
+        self.experiments = list(experiments)
+        parts = []
+        for k, (e, t) in enumerate(zip(experiments, self.tables)):
             var = t.get("xyzobs.px.variance")
             panel = t.get("panel", np.zeros(len(t["xyzobs.px.value"]), np.int64))
             d = centroids_to_reciprocal_space(e, t["xyzobs.px.value"], var, panel)
@@ -255,14 +262,18 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
                                  absolute_angle_tolerance=params.absolute_angle_tolerance,
                                  max_delta=params.max_delta)
     max_cell = _max_cell(spots, params, target)
-    A_list, results, qualities, hkl, cid = find_lattices(spots, params, target, max_cell)
     pixel = float(experiments[0].detector[0].pixel_size[0])
-    lattices = [_lattice_setting(spots, A, res, hkl, cid == k, params, target, pixel)
-                for k, (A, res) in enumerate(zip(A_list, results))]
-    for lat, q in zip(lattices, qualities):
-        lat["quality"] = q
-    lattices, hkl, cid = _drop_refused_settings(lattices, hkl, cid, params)
-    xyzcal_mm, xyzcal_px, entering = _predictions(spots, experiments, lattices, hkl, cid)
+
+    def index():
+        A_list, results, qualities, hkl, cid = find_lattices(spots, params, target, max_cell)
+        lattices = [_lattice_setting(spots, A, res, hkl, cid == k, params, target, pixel)
+                    for k, (A, res) in enumerate(zip(A_list, results))]
+        for lat, q in zip(lattices, qualities):
+            lat["quality"] = q
+        return _drop_refused_settings(lattices, hkl, cid, params)
+
+    lattices, hkl, cid = search_beam_position(spots, params, index)
+    xyzcal_mm, xyzcal_px, entering = _predictions(spots, spots.experiments, lattices, hkl, cid)
     s1 = spots.cols["s1"].copy()
     flags_add = np.where(cid >= 0, int(Flags.indexed), 0).astype(np.uint64)
     rows = []
@@ -270,13 +281,23 @@ def _index_group(experiments: list[Experiment], tables: list[dict], params: Inde
         s = spots.imageset == j
         ni = int(np.sum(cid[s] >= 0))
         rows.append({"n_spots": int(s.sum()), "n_indexed": ni,
-                     "percent_indexed": 100.0 * ni / max(int(s.sum()), 1)})
-    return {"lattices": lattices, "miller_index": hkl.astype(np.int32), "lattice_id": cid.astype(np.int32),
+                     "percent_indexed": 100.0 * ni / max(int(s.sum()), 1),
+                     **_geometry_change(e, spots.experiments[j])})
+    return {"lattices": lattices, "experiments": spots.experiments, "miller_index": hkl.astype(np.int32), "lattice_id": cid.astype(np.int32),
             "columns": {"xyzobs.mm.value": spots.cols["xyzobs.mm.value"],
                         "xyzobs.mm.variance": spots.cols["xyzobs.mm.variance"], "s1": s1,
                         "rlp": spots.rlp, "entering": entering, "xyzcal.mm": xyzcal_mm, "xyzcal.px": xyzcal_px},
             "flags_add": flags_add, "imageset": spots.imageset, "per_sweep": rows,
             "max_cell": max_cell, "seconds": time.time() - t0}
+
+
+def _geometry_change(before: Experiment, after: Experiment) -> dict:
+    """How far indexing moved the detector: beam centre shift (px, fast and slow) and
+    distance change (mm) on the first panel."""
+    p0, p1 = before.detector[0], after.detector[0]
+    bc0, bc1 = p0.get_beam_centre_px(before.beam.s0), p1.get_beam_centre_px(after.beam.s0)
+    return {"beam_centre_shift_px": [float(v) for v in np.subtract(bc1, bc0)],
+            "distance_change_mm": float(p1.distance - p0.distance)}
 
 
 def _safe_index_group(args):
@@ -410,7 +431,8 @@ def _collect(groups, results, experiments, reflections, rows_of):
         for k, lat in enumerate(res["lattices"]):
             for j, i in enumerate(g):
                 e = experiments[i]
-                new = Experiment(beam=e.beam, detector=e.detector, goniometer=e.goniometer, scan=e.scan,
+                new = Experiment(beam=e.beam, detector=res["experiments"][j].detector, goniometer=e.goniometer,
+                                 scan=e.scan,
                                  crystal=lat["crystal"], imageset=e.imageset, profile=e.profile,
                                  identifier=e.identifier if k == 0 else str(uuid.uuid4()))
                 expt_ids[(k, j)] = len(out_expts)
@@ -445,7 +467,8 @@ def run_index(experiments: ExperimentList, reflections: ReflectionTable, params:
     -------
     experiments : ExperimentList
         One experiment per sweep and lattice, with the crystal (A = U·B in the
-        DIALS lab frame, Å⁻¹) in P1 or the chosen Bravais setting.
+        DIALS lab frame, Å⁻¹) in P1 or the chosen Bravais setting and the
+        detector as refined with the lattices (``refine_detector``).
     reflections : ReflectionTable
         The input spots with ``miller_index`` (in that setting), ``id`` (−1 if
         unindexed), ``xyzobs.mm.value`` (mm, mm, rad), ``xyzcal.mm``,

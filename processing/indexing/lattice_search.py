@@ -18,8 +18,14 @@ spot within 5 RMSDs (at least 1 px and 3 images). So a lattice no longer holds t
 spots of the others that its hkl tolerance happens to reach; a spot no lattice
 predicts still goes, as in DIALS, to the nearest-integer hkl within the tolerance.
 
+Each refinement also moves the detector (``refine_detector``, ``detector_choice``:
+the beam-centre shifts, the distance on wedges of ≥ 10°, tilts and beam fixed, as
+DIALS's ``detector.fix`` would fix what a narrow wedge cannot determine), and the spots
+are re-mapped to reciprocal space from the refined geometry before the next
+assignment; a refused candidate's geometry is dropped.
+
 The limits (3 px, 6 images, 20 spots) come from what true and false lattices
-measure, refined as indexing refines them (crystal only, geometry fixed): true
+measure, refined with the geometry fixed (before the detector was refined): true
 lattices of simulated 1° wedges refine to 0.02–0.45 px and 0.05–1.2 images (1.2
 with a 1.3 mm header distance error); those of the real 1° l-cysteine wedges
 (10 × 0.1°) to 0.5 and 2.0 px and 4.6 and 5.2 images, because a narrow wedge cuts
@@ -28,11 +34,14 @@ most spots and biases their φ centroids by up to half the wedge. False lattices
 and 7–25 images. So XY is the discriminating limit, at 3 px (DIALS's stills indexer
 refuses candidates above ``rmsd_min_px`` = 2 px; its rotation indexer has no
 limit); φ is a loose bound in images, since half an image or the mosaic spread
-would refuse true narrow-wedge lattices. A header beam centre 2.5 px off is not
-refined here: the true lattice then refines to 2.4 px and 15 images and is refused.
+would refuse true narrow-wedge lattices. With the geometry fixed, a header beam
+centre 2.5 px off made the true lattice refine to 2.4 px and 15 images (refused);
+refining the shifts brings it back within the limits.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 
@@ -194,14 +203,39 @@ def assign_predicted(spots, A_list: list[np.ndarray], rmsds: list[tuple], sel: n
     return hkl, cid, (cid >= 0) & (score < OFF_GATE)
 
 
-def _refine(spots, A: np.ndarray, sel: np.ndarray, hkl: np.ndarray):
-    """Refine one crystal on the spots ``sel`` (P1, X, Y, φ), with DIALS's sanity check on the volume."""
+# fewest spots on which the detector is refined with a lattice; below, it stays fixed
+MIN_SPOTS_DETECTOR = 30
+# narrowest total wedge (deg) on which ``refine_detector=auto`` also refines the distance:
+# on narrower ones it is degenerate with the cell's scale
+MIN_WEDGE_DISTANCE_DEG = 10.0
+
+
+def detector_choice(spots, sel: np.ndarray, params: IndexParams) -> str:
+    """What of the detector is refined with a lattice on the spots ``sel`` (DIALS's
+    ``detector.fix`` chosen automatically): none on too few spots; with ``auto`` the
+    shifts, and the distance too when the sweeps span at least MIN_WEDGE_DISTANCE_DEG."""
+    if params.refine_detector == "none" or sel.sum() < MIN_SPOTS_DETECTOR:
+        return "none"
+    if params.refine_detector != "auto":
+        return params.refine_detector
+    wedge = max(e.scan.num_images * abs(e.scan.oscillation[1]) for e in spots.experiments)
+    return "shift+distance" if wedge >= MIN_WEDGE_DISTANCE_DEG else "shift"
+
+
+def _refine(spots, A: np.ndarray, sel: np.ndarray, hkl: np.ndarray, params: IndexParams | None = None):
+    """Refine one crystal on the spots ``sel`` (P1, X, Y, φ; the detector as
+    ``detector_choice`` says, after which the spots are re-mapped to reciprocal space),
+    with DIALS's sanity check on the volume."""
     if sel.sum() < 10:
         raise XtalError(f"too few indexed reflections ({int(sel.sum())}) to refine a lattice")
-    res = refine_crystal(A, spots.blocks(sel, hkl), "a")
+    blocks = spots.blocks(sel, hkl)
+    res = refine_crystal(A, blocks, "a", detector=detector_choice(spots, sel, params) if params else "none")
     v0, v1 = abs(np.linalg.det(np.linalg.inv(A))), abs(np.linalg.det(np.linalg.inv(res.A)))
     if abs(v1 - v0) / v0 > 0.5:
         raise XtalError(f"unrealistic unit cell volume change during refinement ({100 * (v1 - v0) / v0:.0f}%)")
+    if res.experiments is not None:
+        spots.set_experiments([next((r for b, r in zip(blocks, res.experiments) if b.experiment is e), e)
+                               for e in spots.experiments])
     return res
 
 
@@ -243,7 +277,7 @@ def refine_candidate(spots, A: np.ndarray, pool: np.ndarray, params: IndexParams
             hkl, cid, predicted = assign_predicted(spots, [A], [res.rmsd_px_img], use, params)
         if i == n_cycles:  # the last assignment, with the final model
             break
-        res = _refine(spots, A, predicted, hkl)
+        res = _refine(spots, A, predicted, hkl, params)
         A = res.A
     return A, res, lattice_quality(res, int(np.sum(predicted)))
 
@@ -256,7 +290,7 @@ def refine_together(spots, A_list: list[np.ndarray], results: list, params: Inde
     new_results = []
     for k, A in enumerate(A_list):
         mine = predicted & (cid == k)
-        new_results.append(_refine(spots, A, mine, hkl) if mine.sum() >= 10 else results[k])
+        new_results.append(_refine(spots, A, mine, hkl, params) if mine.sum() >= 10 else results[k])
     A_list = [r.A for r in new_results]
     hkl, cid, predicted = assign_predicted(spots, A_list, [r.rmsd_px_img for r in new_results], everything, params)
     return A_list, new_results, hkl, cid, predicted
@@ -267,17 +301,20 @@ def _try_candidates(spots, A_list, pool, params, target, max_cell, d_start):
     meets the limits: (A, result, d_start) or (None, the best refused quality, d_start)."""
     found = [np.linalg.inv(A) for A in A_list]
     best_refused = None
+    geometry = list(spots.experiments)
     for R, dm, _method in search_candidates(spots, pool, params, target, max_cell, found):
         d0 = dm if d_start is None else d_start
         try:
             A, res, q = refine_candidate(spots, np.linalg.inv(R), pool, params, d0)
         except XtalError as e:
+            spots.set_experiments(geometry)  # a refused candidate's detector is not kept
             if best_refused is None:
                 best_refused = {"reason": str(e)}
             continue
         why = rejection(q, params)
         if why is None:
             return A, res, d0
+        spots.set_experiments(geometry)
         q = dict(q, reason=why)
         if best_refused is None or "rmsd_xy_px" not in best_refused or \
                 q["rmsd_xy_px"] < best_refused["rmsd_xy_px"]:
@@ -318,6 +355,46 @@ def find_lattices(spots, params: IndexParams, target: TargetSymmetry, max_cell: 
         A_list, results, hkl, cid, predicted = refine_together(spots, A_list + [A_new], results + [res_new], params)
     qualities = [lattice_quality(r, int(np.sum(predicted & (cid == k)))) for k, r in enumerate(results)]
     return A_list, results, qualities, hkl, cid
+
+
+BEAM_SEARCH_PX = 3.0  # radius of the ring of beam centres tried when the header's gives no lattice
+BEAM_SEARCH_DIRECTIONS = 8
+
+
+def shifted_experiments(experiments: list, shift_px) -> list:
+    """Copies of the experiments with every panel moved in its plane by ``shift_px``
+    (fast, slow px): the beam centre moves by −shift_px."""
+    out = []
+    for e in experiments:
+        det = copy.deepcopy(e.detector)
+        for p in det.panels:
+            p.origin = p.origin + shift_px[0] * p.pixel_size[0] * p.fast_axis + shift_px[1] * p.pixel_size[1] * p.slow_axis
+        out.append(dataclasses.replace(e, detector=det))
+    return out
+
+
+def search_beam_position(spots, params: IndexParams, index):
+    """``index()`` (any XtalError: no acceptable lattice) from the header geometry; if it
+    fails (and ``beam_search``), again from the beam centre moved BEAM_SEARCH_PX px in
+    BEAM_SEARCH_DIRECTIONS directions, keeping the first that indexes (a small
+    dials.search_beam_position scored by the lattice search itself). The spots keep the
+    geometry that indexed; the header's error is raised if none does."""
+    header = list(spots.experiments)
+    try:
+        return index()
+    except XtalError as e:
+        if not params.beam_search or params.refine_detector == "none":
+            raise
+        error = e
+    for k in range(BEAM_SEARCH_DIRECTIONS):
+        a = 2 * math.pi * k / BEAM_SEARCH_DIRECTIONS
+        spots.set_experiments(shifted_experiments(header, (BEAM_SEARCH_PX * math.cos(a), BEAM_SEARCH_PX * math.sin(a))))
+        try:
+            return index()
+        except XtalError:
+            continue
+    spots.set_experiments(header)
+    raise error
 
 
 def _refusal_message(best: dict | None, params: IndexParams) -> str:

@@ -43,6 +43,12 @@ class IndexParams(StageParams):
     max_rmsd_z: float = param(6.0, "accept a lattice only if its refined φ RMSD is at most this (images)", gt=0)
     min_lattice_spots: int = param(20, "accept a lattice only if it indexes at least this many spots", ge=6)
     min_spots: int = param(20, "fewest spots a sweep needs to be indexed", ge=1)
+    refine_detector: str = param("auto", "detector refined with each lattice in the macro-cycles, the spots re-mapped "
+                                         "from it: auto (beam centre shifts; distance too on wedges of at least "
+                                         "10°), shift, shift+distance or none (tilts and beam stay fixed)",
+                                 choices=("auto", "shift", "shift+distance", "none"))
+    beam_search: bool = param(True, "if no lattice is found from the header, search again from the beam centre moved "
+                                    "3 px in 8 directions (a small dials.search_beam_position; needs refine_detector)")
     sigma_phi_deg: float | None = param(None, "override the φ sigmas in refinement (deg); None: from the spots, "
                                               "at least 2 images on wedges of < 20 images", gt=0)
 

@@ -3,8 +3,10 @@
 A small self-contained least squares (Levenberg–Marquardt on the normal equations
 of the weighted residuals, Jacobian by central finite differences): A = R(θ₁,θ₂,θ₃)·U₀·B(p), where p are the
 independent cell parameters of a lattice family (``a`` triclinic: a b c α β γ;
-``m``: a b c β; ``o``: a b c; ``t``/``h``: a c; ``c``: a), and the detector, beam
-and goniometer are fixed. Predictions use the rotation-scan Ewald condition (the
+``m``: a b c β; ``o``: a b c; ``t``/``h``: a c; ``c``: a). Optionally each sweep's
+detector moves too (``detector=`` "shift": the in-plane shifts Shift1, Shift2 of
+processing.refinement's rigid-body detector parameterisation, i.e. the beam centre;
+"shift+distance": also Dist); tilts, beam and goniometer stay fixed. Predictions use the rotation-scan Ewald condition (the
 crossing nearest the observed φ) and the ray–panel intersection. Outliers are
 rejected with Tukey's rule on the X, Y and φ residuals separately (DIALS's default
 for indexing, iqr_multiplier 1.5). Parameter covariance is (JᵀWJ)⁻¹ times the
@@ -13,15 +15,17 @@ reduced χ², as DIALS; it is propagated to the 9 elements of B for
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..geometry.prediction import ewald_crossings
-from ..models import Experiment
+from ..models import Detector, Experiment
 from ..models.crystal import b_matrix, cell_from_real_space
 from ..models.goniometer import axis_angle_matrix
+from ..refinement.parameterisation import DetectorParameterisation
 from .lattice import closest_rotation
 
 _FREE = {"a": (0, 1, 2, 3, 4, 5), "m": (0, 1, 2, 4), "o": (0, 1, 2), "t": (0, 2), "h": (0, 2), "c": (0,)}
@@ -162,6 +166,7 @@ class RefineResult:
     rmsd_px_img: tuple  # (x px, y px, z images) over used reflections
     n_used: int
     cell_sd: tuple | None
+    experiments: list | None = None  # per block, the experiment with the refined detector (None: fixed)
 
 
 class _CrystalModel:
@@ -193,22 +198,55 @@ class _CrystalModel:
         return R @ self.U0 @ b_matrix(cell_from_free(self.family, self.cell_parameters(x), self.cell0))
 
 
-def _raw_residuals(A: np.ndarray, blocks: list[Block]) -> list[np.ndarray]:
-    """Per block, calculated − observed (x mm, y mm, φ rad); NaN rows where nothing is predicted."""
+DETECTOR_UNIT_MM = 0.01  # scaled detector parameters are in units of 10 µm
+
+
+class _DetectorModel:
+    """Each block's detector moved by x (units of DETECTOR_UNIT_MM): Shift1, Shift2 and,
+    with ``distance``, Dist of processing.refinement's DetectorParameterisation."""
+
+    def __init__(self, blocks: list[Block], distance: bool):
+        self.blocks = blocks
+        self.pars = [DetectorParameterisation(b.experiment.detector, [0]) for b in blocks]
+        self.idx = [1, 2, 0] if distance else [1, 2]
+        self.n = len(self.idx) * len(blocks)
+
+    def experiments(self, x: np.ndarray) -> list[Experiment]:
+        m = len(self.idx)
+        out = []
+        for k, (b, par) in enumerate(zip(self.blocks, self.pars)):
+            par.p = par.p0.copy()
+            par.p[self.idx] += x[k * m:(k + 1) * m] * DETECTOR_UNIT_MM
+            D, _ = par.state()  # columns fast, slow, origin of each panel
+            det = b.experiment.detector
+            panels = [dataclasses.replace(p, fast_axis=D[i, :, 0], slow_axis=D[i, :, 1], origin=D[i, :, 2])
+                      for i, p in enumerate(det.panels)]
+            out.append(dataclasses.replace(b.experiment, detector=Detector(panels, det.hierarchy)))
+        return out
+
+
+def _raw_residuals(A: np.ndarray, blocks: list[Block], experiments: list | None = None) -> list[np.ndarray]:
+    """Per block, calculated − observed (x mm, y mm, φ rad); NaN rows where nothing is predicted.
+    ``experiments`` (per block) replace the blocks' own geometry."""
     out = []
-    for b in blocks:
-        cal, _, _, valid = predict(A, b.experiment, b.miller_index, b.obs[:, 2], b.panel)
+    for k, b in enumerate(blocks):
+        e = b.experiment if experiments is None else experiments[k]
+        cal, _, _, valid = predict(A, e, b.miller_index, b.obs[:, 2], b.panel)
         r = cal - b.obs
         r[~valid] = np.nan
         out.append(r)
     return out
 
 
-def _objective(model: _CrystalModel, blocks: list[Block], sig: list[np.ndarray], used: list[np.ndarray]):
+def _objective(model: _CrystalModel, blocks: list[Block], sig: list[np.ndarray], used: list[np.ndarray],
+               det: _DetectorModel | None):
     """x → weighted residuals of the used reflections (an unpredicted one counts as 30σ)."""
+    nc = 3 + len(model.p_cell0)
+
     def fun(x):
         parts = []
-        for s, u, r in zip(sig, used, _raw_residuals(model.A(x), blocks)):
+        exps = det.experiments(x[nc:]) if det is not None else None
+        for s, u, r in zip(sig, used, _raw_residuals(model.A(x[:nc]), blocks, exps)):
             w = r[u] / s[u]
             parts.append(np.nan_to_num(w, nan=30.0).ravel())
         return np.concatenate(parts) if parts else np.zeros(0)
@@ -237,8 +275,9 @@ def _covariances(sol: _Solution | None, x: np.ndarray, model: _CrystalModel):
         n_obs, n_par = J.shape
         chi2 = float(sol.fun @ sol.fun) / max(n_obs - n_par, 1)
         cov = np.linalg.inv(J.T @ J) * chi2
-        D = np.diag(model.scale[: n_par])
-        cov = D @ cov @ D
+        nc = len(model.scale)
+        D = np.diag(model.scale)
+        cov = D @ cov[:nc, :nc] @ D
         cov_cell = cov[3:, 3:]
         pc = model.cell_parameters(x)
         Jb = np.zeros((9, len(pc)))
@@ -258,11 +297,11 @@ def _covariances(sol: _Solution | None, x: np.ndarray, model: _CrystalModel):
     return Bcov, cell_sd
 
 
-def _rmsds(A: np.ndarray, blocks: list[Block], used: list[np.ndarray]) -> tuple[tuple, int]:
+def _rmsds(A: np.ndarray, blocks: list[Block], used: list[np.ndarray], experiments=None) -> tuple[tuple, int]:
     """((X px, Y px, Z images) RMSDs over the used, predicted reflections, their number)."""
     rx = ry = rz = 0.0
     n_used = 0
-    for b, u, r in zip(blocks, used, _raw_residuals(A, blocks)):
+    for b, u, r in zip(blocks, used, _raw_residuals(A, blocks, experiments)):
         rr = r[u]
         rr = rr[np.all(np.isfinite(rr), axis=1)]
         if not len(rr):
@@ -279,23 +318,31 @@ def _rmsds(A: np.ndarray, blocks: list[Block], used: list[np.ndarray]) -> tuple[
 
 def refine_crystal(A0: np.ndarray, blocks: list[Block], family: str = "a", *,
                    outlier_rejection: bool = True, iqr_multiplier: float = 1.5,
-                   max_nfev: int = 20, n_rounds: int = 2) -> RefineResult:
-    """Refine orientation and the ``family``'s free cell parameters (see module doc)."""
+                   max_nfev: int = 20, n_rounds: int = 2, detector: str = "none") -> RefineResult:
+    """Refine orientation and the ``family``'s free cell parameters, and with ``detector``
+    "shift" or "shift+distance" each block's detector position (see module doc)."""
     model = _CrystalModel(np.asarray(A0, dtype=float), family)
+    det = _DetectorModel(blocks, detector == "shift+distance") if detector != "none" else None
+    nc = 3 + len(model.p_cell0)
     sig = [_sigmas(b) for b in blocks]
     used = [np.ones(len(b.miller_index), bool) for b in blocks]
-    x = np.zeros(3 + len(model.p_cell0))
+    x = np.zeros(nc + (det.n if det is not None else 0))
+
+    def experiments(x):
+        return det.experiments(x[nc:]) if det is not None else None
+
     sol = None
     for _ in range(n_rounds):
         if outlier_rejection:
-            used = _tukey_inliers(_raw_residuals(model.A(x), blocks), iqr_multiplier)
+            used = _tukey_inliers(_raw_residuals(model.A(x[:nc]), blocks, experiments(x)), iqr_multiplier)
         n_obs = sum(int(u.sum()) for u in used) * 3
         if n_obs <= len(x) + 3:
             break
-        sol = levenberg_marquardt(_objective(model, blocks, sig, used), x, max_iter=max_nfev)
+        sol = levenberg_marquardt(_objective(model, blocks, sig, used, det), x, max_iter=max_nfev)
         x = sol.x
-    A = model.A(x)
-    Bcov, cell_sd = _covariances(sol, x, model)
-    rmsd, n_used = _rmsds(A, blocks, used)
+    A = model.A(x[:nc])
+    Bcov, cell_sd = _covariances(sol, x[:nc], model)
+    exps = experiments(x)
+    rmsd, n_used = _rmsds(A, blocks, used, exps)
     return RefineResult(A=A, cell=cell_from_real_space(np.linalg.inv(A)), B_covariance=Bcov, used=used,
-                        rmsd_px_img=rmsd, n_used=n_used, cell_sd=cell_sd)
+                        rmsd_px_img=rmsd, n_used=n_used, cell_sd=cell_sd, experiments=exps)
