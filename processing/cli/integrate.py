@@ -17,7 +17,8 @@ def format_summary(summary: dict) -> str:
                 f"profile regions {s['profile_regions_used']}",
                 f" integrated: sum {s['n_integrated_sum']}, prf {s['n_integrated_prf']}; failed: background "
                 f"{s['n_failed_background']}, summation {s['n_failed_summation']}, prf {s['n_failed_prf']}; "
-                f"overloaded {s['n_overloaded']}, bad foreground {s['n_bad_foreground']}", ""]
+                f"overloaded {s['n_overloaded']}, bad foreground {s['n_bad_foreground']}; "
+                f"spike pixels left out {s.get('n_spike_pixels', 0)}", ""]
         head = ("d min", "d max", "# full", "# part", "# over", "# sum", "# prf", "<Ibg>", "<I/sigI> (sum)",
                 "<I/sigI> (prf)", "<CC prf>")
         rows = [head] + [(f"{r['d_min']:.2f}", f"{r['d_max']:.2f}", str(r["n_full"]), str(r["n_partial"]),

@@ -35,9 +35,10 @@ from ..reflections import Flags, ReflectionTable
 from ..summary import finite_mean
 from .background import BACKGROUND_ALGORITHMS, estimate_background
 from .corrections import lp_correction, partiality, qe_correction
+from .filtering import in_ice_ring
 from .params import IntegrateParams
-from .profile_fitting import (GridSpec, ReferenceProfiles, fit_profile, frame_cells, pixel_cells,
-                              region_index)
+from .profile_fitting import (GridSpec, ReferenceProfiles, fit_profile, frame_cells, is_spike, pixel_cells,
+                              profile_at, region_index)
 from .profile_model import ProfileModel, estimate_sigma_b, estimate_sigma_m, window_moments
 from .shoebox import (POOL_OVERLOAD, POOL_OWNED, POOL_VALID, compute_bbox, corner_coords, extract_frame,
                       kabsch_frames, pool_layout)
@@ -49,8 +50,9 @@ __all__ = ["IntegrateParams", "run_integrate", "integrate_sweep"]
 # result columns of the kernel
 R_ISUM, R_VSUM, R_BG, R_BGSUM, R_BGVAR, R_IPRF, R_VPRF, R_CORR, R_X, R_Y, R_Z, R_VX, R_VY, R_VZ = range(14)
 N_RES = 14
-I_NVALID, I_NBG, I_NFG, I_STATUS = range(4)
-N_IRES = 4
+I_NVALID, I_NBG, I_NFG, I_STATUS, I_NSPIKE = range(5)
+N_IRES = 5
+SPIKE_MAX_PIXELS = 3  # most spike pixels profile fitting leaves out of one shoebox
 S_SUM_OK, S_PRF_OK, S_OVERLOAD, S_FG_BAD, S_BG_FAIL, S_PRF_FAIL, S_CENTROID, S_LEARNED, S_PRF_TRIED = (
     1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -58,7 +60,7 @@ S_SUM_OK, S_PRF_OK, S_OVERLOAD, S_FG_BAD, S_BG_FAIL, S_PRF_FAIL, S_CENTROID, S_L
 @njit(cache=True)
 def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta, phi, centre,
                       origin, fast, slow, px, py, phi0, dphi, f0, delta_b, delta_m, n_sigma,
-                      bg_alg, bg_c, bg_min_pixels, valid_fg_threshold, profiles, prof_ok, region, do_fit, learn, acc, acc_count,
+                      bg_alg, bg_c, bg_min_pixels, valid_fg_threshold, reject_sigma, max_reject, profiles, prof_ok, region, do_fit, learn, acc, acc_count,
                       nsub, G, R, w, res, ires):  # pragma: no cover (numba)
     """Background, summation, centroid and profile learning/fitting of shoeboxes ``rows``.
 
@@ -227,28 +229,12 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
                     parea[q] = ar
                 else:
                     pn[q] = 0
-        if want_learn:
-            for k in range(nz):
-                for j in range(ny):
-                    base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
-                    for i in range(nx):
-                        m = pool_mask[base + i]
-                        if not ((m & POOL_OWNED) and (m & POOL_VALID)):
-                            continue
-                        q = j * nx + i
-                        val = pool[base + i] - B
-                        for s in range(pn[q]):
-                            a = val * pfrac[q, s]
-                            c = pcell[q, s]
-                            for k3 in range(G):
-                                if fw[k, k3] > 0.0:
-                                    acc[reg, k3, c] += a * fw[k, k3]
-            acc_count[reg] += 1
-            status |= S_LEARNED
+        cellw = 1.0 / (w * w)
+        Ip = 0.0
+        spikes_known = False
         if want_fit:
             status |= S_PRF_TRIED
             nfit = 0
-            cellw = 1.0 / (w * w)
             for k in range(nz):
                 for j in range(ny):
                     base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
@@ -259,19 +245,17 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
                         m = pool_mask[base + i]
                         if not ((m & POOL_OWNED) and (m & POOL_VALID)):
                             continue
-                        p = 0.0
-                        for s in range(pn[q]):
-                            c = pcell[q, s]
-                            acc2 = 0.0
-                            for k3 in range(G):
-                                if fr[k, k3] > 0.0:
-                                    acc2 += fr[k, k3] * profiles[reg, k3, c]
-                            p += pfrac[q, s] * acc2
-                        p *= parea[q] * cellw
                         dval[nfit] = pool[base + i]
-                        pval[nfit] = p
+                        pval[nfit] = profile_at(pcell[q], pfrac[q], pn[q], fr[k], profiles[reg], G) * parea[q] * cellw
                         nfit += 1
-            Ip, Vp, corr, okp = fit_profile(dval, pval, nfit, B, nbg, 10, 1e-3)
+            Ip, Vp, corr, okp, nrej, excess = fit_profile(dval, pval, nfit, B, nbg, 10, 1e-3, reject_sigma,
+                                                          max_reject)
+            spikes_known = okp and reject_sigma > 0.0
+            if nrej > 0 and okp:
+                # the spikes the fit left out are not the reflection's counts either
+                ires[r, I_NSPIKE] = nrej
+                res[r, R_ISUM] -= excess
+                res[r, R_VSUM] = abs(res[r, R_ISUM]) + res[r, R_BGVAR]
             psum = 0.0
             for q in range(nfit):
                 psum += pval[q]
@@ -282,6 +266,30 @@ def process_shoeboxes(rows, pool, pool_mask, off, dbox, bbox, e1, e2, s1e, zeta,
                 status |= S_PRF_OK
             else:
                 status |= S_PRF_FAIL
+        if want_learn:
+            # with a first profile fitted, spikes (zingers) are not learned into the references
+            for k in range(nz):
+                for j in range(ny):
+                    base = off[r] + ((z0 + k - dz0) * dny + (y0 + j - dy0)) * dnx + (x0 - dx0)
+                    for i in range(nx):
+                        m = pool_mask[base + i]
+                        if not ((m & POOL_OWNED) and (m & POOL_VALID)):
+                            continue
+                        q = j * nx + i
+                        if spikes_known:
+                            model = abs(B) + max(Ip, 0.0) * profile_at(pcell[q], pfrac[q], pn[q], fr[k],
+                                                                      profiles[reg], G) * parea[q] * cellw
+                            if is_spike(pool[base + i], model, Ip, reject_sigma):
+                                continue
+                        val = pool[base + i] - B
+                        for s in range(pn[q]):
+                            a = val * pfrac[q, s]
+                            c = pcell[q, s]
+                            for k3 in range(G):
+                                if fw[k, k3] > 0.0:
+                                    acc[reg, k3, c] += a * fw[k, k3]
+            acc_count[reg] += 1
+            status |= S_LEARNED
         ires[r, I_STATUS] = status
 
 
@@ -522,26 +530,36 @@ def _learn_profiles(plan: SweepPlan, params: IntegrateParams, model: ProfileMode
     part = partiality(scan, fr.phi, fr.zeta, model.sigma_m, pb[:, 4], pb[:, 5])
     learn = inside & (part > 0.95) & used
     G = grid.G
-    acc = np.zeros((n_regions, G, G * G))
-    acc_count = np.zeros(n_regions, dtype=np.int64)
-    res = np.zeros((len(wbox), N_RES))
-    ires = np.zeros((len(wbox), N_IRES), dtype=np.int64)
-    dummy = np.zeros((n_regions, G, G * G))
-    prof_ok = np.zeros(n_regions, dtype=np.bool_)
-    for k, geo in enumerate(win.pan_geo):
-        sel = np.nonzero(panel_of == k)[0].astype(np.int64)
-        if not len(sel):
-            continue
-        o, f, s, px, py = geo
-        process_shoeboxes(sel, win.pool, win.pool_mask, win.off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi, xyz,
-                          o, f, s, px, py, math.radians(scan.oscillation[0]),
-                          math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
-                          model.delta_m, model.n_sigma, BACKGROUND_ALGORITHMS[params.background_algorithm],
-                          params.tuning_constant, params.min_background_pixels,
-                          params.valid_foreground_threshold, dummy, prof_ok,
-                          region, False, learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
+
+    def learn_pass(profiles, prof_ok, reject_sigma):
+        acc = np.zeros((n_regions, G, G * G))
+        acc_count = np.zeros(n_regions, dtype=np.int64)
+        res = np.zeros((len(wbox), N_RES))
+        ires = np.zeros((len(wbox), N_IRES), dtype=np.int64)
+        for k, geo in enumerate(win.pan_geo):
+            sel = np.nonzero(panel_of == k)[0].astype(np.int64)
+            if not len(sel):
+                continue
+            o, f, s, px, py = geo
+            process_shoeboxes(sel, win.pool, win.pool_mask, win.off, wbox, pb, fr.e1, fr.e2, fr.s1e, fr.zeta, fr.phi,
+                              xyz, o, f, s, px, py, math.radians(scan.oscillation[0]),
+                              math.radians(scan.oscillation[1]), scan.array_range[0], model.delta_b,
+                              model.delta_m, model.n_sigma, BACKGROUND_ALGORITHMS[params.background_algorithm],
+                              params.tuning_constant, params.min_background_pixels,
+                              params.valid_foreground_threshold, reject_sigma, SPIKE_MAX_PIXELS, profiles, prof_ok,
+                              region, bool(prof_ok.any()), learn, acc, acc_count, 5, G, grid.R, grid.w, res, ires)
+        return acc, acc_count
+
+    acc, acc_count = learn_pass(np.zeros((n_regions, G, G * G)), np.zeros(n_regions, dtype=np.bool_), 0.0)
     refs.sum = acc.reshape(n_regions, G, G, G)
     refs.count = acc_count
+    if params.spike_sigma > 0:
+        # again, leaving out the pixels that are spikes (zingers) against the first profiles
+        first, first_ok = refs.finalise(params.min_reference)
+        if first_ok.any():
+            acc, acc_count = learn_pass(first.reshape(n_regions, G, G * G), first_ok, params.spike_sigma)
+            refs.sum = acc.reshape(n_regions, G, G, G)
+            refs.count = acc_count
     return int(acc_count.sum())
 
 
@@ -611,7 +629,8 @@ def _integrate_job(plan: SweepPlan, rows: np.ndarray, bbox: np.ndarray, model: P
                           o, f, s, px, py, math.radians(scan.oscillation[0]), math.radians(scan.oscillation[1]),
                           scan.array_range[0], model.delta_b, model.delta_m, model.n_sigma,
                           BACKGROUND_ALGORITHMS[params.background_algorithm], params.tuning_constant,
-                          params.min_background_pixels, params.valid_foreground_threshold, prof, prof_ok, region, do_fit, learn, acc, acc_count,
+                          params.min_background_pixels, params.valid_foreground_threshold,
+                          params.spike_sigma, SPIKE_MAX_PIXELS, prof, prof_ok, region, do_fit, learn, acc, acc_count,
                           5, G, grid.R, grid.w, res, ires)
     return rows, res, ires
 
@@ -843,7 +862,8 @@ def run_integrate(experiments: ExperimentList, reflections: ReflectionTable, par
         for rows, r_, i_ in results[p.index]:
             res[rows] = r_
             ires[rows] = i_
-        table = _make_table(p, model, bbox, res, ires, reflections, ids, len(tables))
+        info["n_spike_pixels"] = int(ires[:, I_NSPIKE].sum())
+        table = _make_table(p, model, bbox, res, ires, reflections, ids, len(tables), params.ice_rings)
         e = p.experiment
         e.profile = model.to_dict()
         out_experiments.append(e)
@@ -883,7 +903,8 @@ def integrate_sweep(experiment: Experiment, reflections: ReflectionTable, params
     return run_integrate(ExperimentList([experiment]), reflections, params)
 
 
-def _make_table(plan: SweepPlan, model: ProfileModel, bbox, res, ires, reflections, ids, exp_id) -> ReflectionTable:
+def _make_table(plan: SweepPlan, model: ProfileModel, bbox, res, ires, reflections, ids, exp_id,
+                ice_rings: bool = False) -> ReflectionTable:
     e = plan.experiment
     pred = plan.pred
     n = len(pred["d"])
@@ -900,6 +921,8 @@ def _make_table(plan: SweepPlan, model: ProfileModel, bbox, res, ires, reflectio
     setf((status & S_BG_FAIL) != 0, Flags.failed_during_background_modelling)
     setf((status & S_PRF_FAIL) != 0, Flags.failed_during_profile_fitting)
     setf((status & (S_BG_FAIL | S_SUM_OK)) == 0, Flags.failed_during_summation)
+    if ice_rings:
+        setf(in_ice_ring(pred["d"]), Flags.in_powder_ring)
     if len(plan.reference):
         ref = np.zeros(n, dtype=bool)
         ref[plan.reference] = True
@@ -1009,6 +1032,8 @@ def _sweep_summary(plan, model, info, table, n_blocks, n_regions_ok, n_regions) 
         "n_failed_prf": int(has(Flags.failed_during_profile_fitting).sum()),
         "n_overloaded": int(has(Flags.overloaded).sum()),
         "n_bad_foreground": int(has(Flags.foreground_includes_bad_pixels).sum()),
+        "n_in_ice_rings": int(has(Flags.in_powder_ring).sum()),
+        "n_spike_pixels": int(info.get("n_spike_pixels", 0)),
         "n_blocks": int(n_blocks), "profile_regions_used": f"{n_regions_ok}/{n_regions}",
         "resolution_table": rows,
     }

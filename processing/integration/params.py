@@ -31,3 +31,10 @@ class IntegrateParams(StageParams):
     valid_foreground_threshold: float = param(
         0.75, "profile.valid_foreground_threshold: fewest valid foreground pixels (fraction) for profile fitting",
         ge=0, le=1)
+    ice_rings: bool = param(False, "filter.ice_rings: flag the reflections on hexagonal-ice rings (in_powder_ring, "
+                                   "DIALS's 1/d² ranges); they are still integrated",
+                            aliases=("filter.ice_rings", "integration.filter.ice_rings"))
+    spike_sigma: float = param(
+        10.0, "profile fitting leaves out foreground pixels this many σ above the fitted profile and over twice it "
+              "(zingers, unmasked hot pixels; at most 3 per reflection) and takes their excess out of the summation "
+              "intensity too; 0: off (DIALS)", ge=0)

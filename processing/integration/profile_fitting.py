@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["GridSpec", "ReferenceProfiles", "region_index", "fit_profile"]
+__all__ = ["GridSpec", "ReferenceProfiles", "fit_profile", "is_spike", "profile_at", "region_index"]
 
 
 class GridSpec:
@@ -126,11 +126,82 @@ def frame_cells(c3a, c3b, inv_dm, sig, G, R, w, fwd, rev):  # pragma: no cover (
 
 
 @njit(cache=True)
-def fit_profile(d, p, n, B, n_bg, max_iter, eps):  # pragma: no cover (numba)
-    """Fit I in d = B + I·p over n voxels; returns (I, variance, correlation, ok).
+def _irls(d, p, n, B, I0, max_iter, eps):  # pragma: no cover (numba)
+    """I of d = B + I·p over the first n voxels by iteratively reweighted least squares
+    (weights 1/(B + |I|·p), as DIALS's ProfileFitter); NaN if no voxel has p > 0."""
+    I = I0
+    for it in range(max_iter):
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(n):
+            if p[i] <= 0.0:
+                continue
+            v = 1e-10 + abs(B) + abs(I0) * p[i]
+            s1 += (d[i] - B) * p[i] / v
+            s2 += p[i] * p[i] / v
+        if s2 <= 0.0:
+            return np.nan
+        I = s1 / s2
+        if abs(I - I0) < eps * max(1.0, abs(I)):
+            break
+        I0 = I
+    return I
+
+
+@njit(cache=True)
+def is_spike(d, m, I, reject_sigma):  # pragma: no cover (numba)
+    """Whether a voxel of d counts is a spike above its model m (background + I·p):
+    more than twice m, more than ``reject_sigma`` σ above it (σ² = 1 + m + (0.2·m)²:
+    Poisson plus a profile-model error) and an excess over 1 % of I (the tails of a
+    strong spot are wider than its reference profile, by little)."""
+    excess = d - m
+    if excess <= m or excess <= 0.01 * max(I, 0.0):
+        return False
+    return excess > reject_sigma * math.sqrt(1.0 + m + 0.04 * m * m)
+
+
+@njit(cache=True)
+def profile_at(cells, frac, n_cells, frame_rev, profile, G):  # pragma: no cover (numba)
+    """A voxel's share of a profile (before the pixel-area scaling): Σ over the grid
+    cells the pixel covers (fraction ``frac``) of Σ_k3 frame_rev[k3]·profile[k3, cell]."""
+    p = 0.0
+    for s in range(n_cells):
+        c = cells[s]
+        acc = 0.0
+        for k3 in range(G):
+            if frame_rev[k3] > 0.0:
+                acc += frame_rev[k3] * profile[k3, c]
+        p += frac[s] * acc
+    return p
+
+
+@njit(cache=True)
+def _worst_outlier(d, p, n, B, I, reject_sigma):  # pragma: no cover (numba)
+    """The voxel furthest above the fitted profile if it is a spike (``is_spike``); else −1."""
+    worst = -1
+    worst_r = 0.0
+    for i in range(n):
+        m = abs(B) + max(I, 0.0) * p[i]
+        if not is_spike(d[i], m, I, reject_sigma):
+            continue
+        r = (d[i] - m) / math.sqrt(1.0 + m + 0.04 * m * m)
+        if r > worst_r:
+            worst_r = r
+            worst = i
+    return worst
+
+
+@njit(cache=True)
+def fit_profile(d, p, n, B, n_bg, max_iter, eps, reject_sigma=0.0, max_reject=0):  # pragma: no cover (numba)
+    """Fit I in d = B + I·p over n voxels; returns (I, variance, correlation, ok,
+    n_rejected, excess_rejected).
 
     The variance is the inverse Fisher information of the weighted fit plus the
-    propagated error of the background mean (estimated from n_bg pixels).
+    propagated error of the background mean (estimated from n_bg pixels). With
+    ``reject_sigma`` > 0, up to ``max_reject`` voxels standing far above the fitted
+    profile (a zinger, a hot pixel missing from the mask) are left out one at a time
+    and the fit repeated; they are moved to the end of ``d`` and ``p``, and
+    ``excess_rejected`` is their summed counts above the final model.
     """
     sump = 0.0
     sumd = 0.0
@@ -138,33 +209,31 @@ def fit_profile(d, p, n, B, n_bg, max_iter, eps):  # pragma: no cover (numba)
         sump += p[i]
         sumd += d[i] - B
     if n == 0 or sump <= 0.0:
-        return 0.0, 0.0, 0.0, False
-    I0 = max(sumd / sump, 0.0)
-    I = I0
-    s1 = 0.0
-    s2 = 0.0
-    sw = 0.0
-    for it in range(max_iter):
-        s1 = 0.0
-        s2 = 0.0
-        sw = 0.0
-        for i in range(n):
-            if p[i] <= 0.0:
-                continue
-            v = 1e-10 + abs(B) + abs(I0) * p[i]
-            s1 += (d[i] - B) * p[i] / v
-            s2 += p[i] * p[i] / v
-            sw += p[i] / v
-        if s2 <= 0.0:
-            return 0.0, 0.0, 0.0, False
-        I = s1 / s2
-        if abs(I - I0) < eps * max(1.0, abs(I)):
-            break
-        I0 = I
+        return 0.0, 0.0, 0.0, False, 0, 0.0
+    I = _irls(d, p, n, B, max(sumd / sump, 0.0), max_iter, eps)
+    if not np.isfinite(I):
+        return 0.0, 0.0, 0.0, False, 0, 0.0
+    n_fit = n
+    if reject_sigma > 0.0:
+        while n - n_fit < max_reject and n_fit > 2:
+            w = _worst_outlier(d, p, n_fit, B, I, reject_sigma)
+            if w < 0:
+                break
+            n_fit -= 1
+            d[w], d[n_fit] = d[n_fit], d[w]
+            p[w], p[n_fit] = p[n_fit], p[w]
+            sumd -= d[n_fit] - B
+            sump -= p[n_fit]
+            I = _irls(d, p, n_fit, B, max(sumd / max(sump, 1e-12), 0.0), max_iter, eps)
+            if not np.isfinite(I):
+                return 0.0, 0.0, 0.0, False, n - n_fit, 0.0
+    excess = 0.0
+    for i in range(n_fit, n):
+        excess += d[i] - abs(B) - max(I, 0.0) * p[i]
     # variance at the solution: v_i = B + |I| p_i
     s2 = 0.0
     sw = 0.0
-    for i in range(n):
+    for i in range(n_fit):
         if p[i] <= 0.0:
             continue
         v = 1e-10 + abs(B) + abs(I) * p[i]
@@ -174,19 +243,19 @@ def fit_profile(d, p, n, B, n_bg, max_iter, eps):  # pragma: no cover (numba)
     if n_bg > 0:
         var += (sw / s2) ** 2 * abs(B) / n_bg
     # correlation between the profile and the background-subtracted counts
-    mp = sump / n
-    md = sumd / n
+    mp = sump / n_fit
+    md = sumd / n_fit
     sxy = 0.0
     sxx = 0.0
     syy = 0.0
-    for i in range(n):
+    for i in range(n_fit):
         a = p[i] - mp
         b = d[i] - B - md
         sxy += a * b
         sxx += a * a
         syy += b * b
     corr = sxy / math.sqrt(sxx * syy) if sxx > 0.0 and syy > 0.0 else 0.0
-    return I, var, corr, True
+    return I, var, corr, True, n - n_fit, excess
 
 
 def region_index(experiment, xyzcal_px, panel, n_xy: int = 3, scan_step_deg: float = 5.0) -> tuple[np.ndarray, int]:

@@ -168,13 +168,17 @@ def estimate_sigma_b(measure, sigma0: float, n_iter: int = 5) -> tuple[float, np
     return sigma, used if used is not None else np.zeros(0, dtype=bool)
 
 
+CHI2_CAP = 25.0  # a frame's χ² term in the σ_m fit counts at most (5σ)²
+
+
 def estimate_sigma_m(frame_sums: np.ndarray, frame_edges_phi: np.ndarray, phi_c: np.ndarray,
                      zeta: np.ndarray, bg_var: np.ndarray, nframes: np.ndarray) -> float:
     """σ_m (rad) minimising the χ² of per-frame intensities against the rocking model.
 
     ``frame_sums`` (n, K) background-subtracted counts per window frame,
     ``frame_edges_phi`` (n, K+1) frame edges (rad), ``bg_var`` (n, K) variance of
-    the background under each frame's sum, ``nframes`` valid frames per window.
+    the background under each frame's sum, ``nframes`` valid frames per window. Each
+    frame's χ² term is capped at ``CHI2_CAP`` (a truncated, outlier-proof loss).
     """
     n, K = frame_sums.shape
     valid = np.arange(K)[None, :] < nframes[:, None]
@@ -190,7 +194,8 @@ def estimate_sigma_m(frame_sums: np.ndarray, frame_edges_phi: np.ndarray, phi_c:
         I = np.where(ok, (frame_sums * valid).sum(axis=1) / np.maximum(denom, 1e-12), 0.0)
         model = I[:, None] * frac
         var = np.abs(model) + bg_var + 1.0
-        r = ((frame_sums - model) ** 2 / var) * valid
+        # capped at 5σ: a zinger on one frame of a window would otherwise widen σ_m threefold
+        r = np.minimum((frame_sums - model) ** 2 / var, CHI2_CAP) * valid
         return float(r[ok].sum())
 
     grid = np.exp(np.linspace(math.log(width * 0.01), math.log(width * 20 + 1e-6), 60))

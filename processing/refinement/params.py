@@ -47,8 +47,9 @@ class RefineParams(StageParams):
     outlier_min_scatter: float = param(0.25, "outlier rejection assumes at least this centroid scatter (px in X, Y; "
                                              "images in φ): precise strong spots would otherwise make the good weak "
                                              "ones outliers; 0 = DIALS", ge=0)
-    outlier_recheck: bool = param(False, "after refining, reject outliers again with the refined model and "
-                                         "refine again (DIALS rejects once per macrocycle)")
+    outlier_recheck: bool = param(True, "after refining, reject outliers again with the refined model and "
+                                        "refine again, up to 3 rounds: outliers picked against a wrong header's "
+                                        "geometry bias the detector tilt (DIALS rejects once per macrocycle: false)")
     reflections_per_degree: float | None = param(None, "reflections.reflections_per_degree; None = Auto (all, "
                                                        "unless a scan is wider than a turn)", gt=0)
     minimum_sample_size: int = param(1000, "reflections.minimum_sample_size", ge=0)
