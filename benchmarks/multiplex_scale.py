@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -41,8 +42,16 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _cpu_seconds(stderr: str) -> float | None:
+    """User + system CPU seconds from /usr/bin/time -v's report (robust to a loaded machine)."""
+    t = [re.search(rf"{k} time \(seconds\): ([\d.]+)", stderr or "") for k in ("User", "System")]
+    return round(float(t[0].group(1)) + float(t[1].group(1)), 1) if all(t) else None
+
+
 def _entry(r: dict) -> dict:
     out = {k: r.get(k) for k in ("seconds", "peak_mb", "returncode", "timeout") if r.get(k) is not None}
+    if _cpu_seconds(r.get("stderr")) is not None:
+        out["cpu_seconds"] = _cpu_seconds(r.get("stderr"))
     if r.get("returncode"):
         out["stderr_tail"] = (r.get("stderr") or "")[-1500:]
     return out

@@ -29,8 +29,11 @@ STAGE_WORDS = {"cosym": ("space_group",), "scale": ("d_min", "anomalous"), "merg
 
 def _subset(experiments, table, identifiers):
     """The experiments with these identifiers, and their rows (ids renumbered)."""
-    keep = [e for e in experiments if e.identifier in set(identifiers)]
-    sub = table.select_on_experiment_identifiers([e.identifier for e in keep])
+    wanted = set(identifiers)
+    keep = [e for e in experiments if e.identifier in wanted]
+    # the whole input: share its columns (reset_ids replaces the id column, never writes into it)
+    sub = table.shallow_copy() if len(keep) == len(experiments) else \
+        table.select_on_experiment_identifiers([e.identifier for e in keep])
     sub.reset_ids()
     return type(experiments)(keep), sub
 

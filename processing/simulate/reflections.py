@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import gemmi
 import numpy as np
 from numba import njit
 from scipy.special import ndtr
@@ -27,7 +28,14 @@ from ..geometry.prediction import generate_indices, predict_rotation
 from ..models.goniometer import axis_angle_matrix
 from ..reflections import Flags, ReflectionTable
 from . import render
-from .truth import I_SCALE, TrueIntensities, true_intensities
+from .truth import (
+    I_SCALE,
+    TrueIntensities,
+    canonical_keys,
+    point_group_index_ops,
+    structure_factors,
+    wilson_scale,
+)
 
 N_FOREGROUND = 25.0  # foreground pixels per image of a spot
 N_BACKGROUND = 150.0  # background pixels used per spot
@@ -79,6 +87,26 @@ def _crossing_mask(h, M, Mmid, s0p, e, lo, hi):  # pragma: no cover (numba)
     return out
 
 
+def perturbed_intensities(structure, d_min: float, h: np.ndarray) -> np.ndarray:
+    """I(h) of ``structure`` as ``true_intensities(structure, d_min).lookup(h)`` gives it (0 for
+    absent or beyond d_min), with structure factors only of the asymmetric-unit reflections
+    ``h`` maps to: a non-isomorphous crystal's few thousand, not the whole unique set."""
+    uc = gemmi.UnitCell(*structure.cell)
+    asu = np.array(gemmi.make_miller_array(uc, structure.space_group, d_min * (1 - 1e-9)), dtype=np.int32)
+    ops = point_group_index_ops(structure.space_group)
+    asu_keys = canonical_keys(asu, ops)
+    order = np.argsort(asu_keys)
+    asu_keys = asu_keys[order]
+    keys = canonical_keys(h, ops)
+    pos = np.clip(np.searchsorted(asu_keys, keys), 0, max(len(asu_keys) - 1, 0))
+    found = asu_keys[pos] == keys if len(asu_keys) else np.zeros(len(keys), bool)
+    need, inv = np.unique(order[pos[found]], return_inverse=True)
+    intensity = np.abs(structure_factors(structure, asu[need])) ** 2 / wilson_scale(structure) * I_SCALE
+    out = np.zeros(len(keys))
+    out[found] = intensity[inv.ravel()]
+    return out
+
+
 def _smooth_direction_factor(s1u: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """Absorption-like smooth variation over scattered directions (low-order terms)."""
     x, y, z = s1u.T
@@ -96,14 +124,9 @@ def simulate_reflections(p, truth: TrueIntensities, structure, crystals, experim
     h_all = generate_indices(truth.cell, d_min, truth.space_group).astype(np.float64)
     k_base = p.signal / I_SCALE
     tables = []
-    non_iso = {}
     n_images = p.n_images
     width = p.oscillation_width
     for c, expt in zip(crystals, experiments):
-        lookup = truth
-        if "non_isomorphous" in c.flags:
-            st2 = structure.perturbed(np.random.default_rng(c.seed), 0.35, 1.02)
-            non_iso[c.index] = lookup = true_intensities(st2, d_min * 0.98)
         g = expt.goniometer
         A = c.A
         s0p = g.setting_rotation.T @ beam.s0
@@ -119,7 +142,12 @@ def simulate_reflections(p, truth: TrueIntensities, structure, crystals, experim
             continue
         h_ref = pred["miller_index"] @ c.setting_op.T
         stol2 = 0.25 / pred["d"] ** 2
-        intensity = lookup.lookup(h_ref) * np.exp(-2.0 * c.b_extra * stol2)
+        if "non_isomorphous" in c.flags:
+            st2 = structure.perturbed(np.random.default_rng(c.seed), 0.35, 1.02)
+            intensity = perturbed_intensities(st2, d_min * 0.98, h_ref)
+        else:
+            intensity = truth.lookup(h_ref)
+        intensity = intensity * np.exp(-2.0 * c.b_extra * stol2)
         exposure_rel = c.exposure_time / p.exposure_time
         sm = render.spot_model(pred, panel, beam, intensity, k_base * c.scale * exposure_rel,
                                p.mosaicity, p.beam_divergence, width, shadow)
@@ -168,12 +196,10 @@ def simulate_reflections(p, truth: TrueIntensities, structure, crystals, experim
             "intensity.true.value": expected, "outlier.true": outlier,
         }
         tables.append(cols)
-    names = list(tables[0])
-    merged = {k: np.concatenate([t[k] for t in tables]) for k in names}
     table = ReflectionTable(experiment_identifiers={c.index: c.identifier for c in crystals})
-    for k in names:
-        table[k] = merged[k]
-    ios = merged["intensity.sum.value"] / np.sqrt(merged["intensity.sum.variance"])
+    for k in list(tables[0]):  # column by column, each crystal's piece freed once joined
+        table[k] = np.concatenate([t.pop(k) for t in tables])
+    ios = table["intensity.sum.value"] / np.sqrt(table["intensity.sum.variance"])
     summary = {"n_reflections": int(len(table)), "mean_i_over_sigma_sum": float(np.mean(ios)),
-               "n_outliers": int(merged["outlier.true"].sum())}
+               "n_outliers": int(table["outlier.true"].sum())}
     return table, summary
