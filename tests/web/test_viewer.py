@@ -250,7 +250,9 @@ def test_auto_levels_and_pixel_values(client, users, viewer_project):
     sample = raw.ravel()[::7][(usable & (raw > t_lo) & (raw < t_hi)).ravel()[::7]]
     assert lo == 0 and hi == pytest.approx(8 * (np.quantile(sample, 0.9) + 1))
     y, x = np.unravel_index(np.argmax(np.where(usable, raw, -1)), raw.shape)
-    p = client.get(_url(viewer_project, "pixel.json", image=2, x=x + 0.5, y=y + 0.5)).json()
+    # run=none: the imported (header) geometry, which ref below uses; by default the viewer takes
+    # the latest run's, and index now refines the detector
+    p = client.get(_url(viewer_project, "pixel.json", image=2, x=x + 0.5, y=y + 0.5, run="none")).json()
     assert p["value"] == int(raw[y, x]) and p["status"] in ("ok", "overloaded")
     # the resolution of a pixel: DIALS's d of that pixel's ray
     from processing.geometry.frames import d_spacing, pixel_to_s1
@@ -295,7 +297,8 @@ def test_overlay_of_an_index_run_predicts_each_indexed_spot(client, users, viewe
     for stage in ("index", "refine"):
         o = client.get(_url(viewer_project, "overlay.json", image=3, run=viewer_project[stage].pk)).json()
         indexed, pred = o["layers"]["indexed"], o["layers"]["predicted"]
-        assert len(indexed["xy"]) > 10 and len(pred["xy"]) >= len(indexed["xy"])
+        # (a few indexed spots observed on this image are predicted centred on the next)
+        assert len(indexed["xy"]) > 10 and len(pred["xy"]) >= 0.95 * len(indexed["xy"])
         where = {tuple(h): xy for h, xy in zip(pred["hkl"], pred["xy"])}
         # the crystal model's prediction of each indexed spot: same index, within a pixel
         hits = [h for h, xy in zip(indexed["hkl"], indexed["xy"])
