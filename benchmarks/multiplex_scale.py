@@ -21,7 +21,7 @@ files each stage writes (the stage's time plus its file writing; the first inter
 holds start-up, reading the input and the unit-cell clustering).
 
     .venv/bin/python benchmarks/multiplex_scale.py [--n 1000] [--non-isomorphous 200] [--root DIR]
-        [-- extra multiplex words, e.g. cluster_method=correlation]
+        [--simulate-only] [-- extra multiplex words, e.g. cluster_method=correlation]
 """
 from __future__ import annotations
 
@@ -136,6 +136,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--n", type=int, default=1000, help="data sets")
     ap.add_argument("--non-isomorphous", type=int, default=None, help="non-isomorphous data sets (default n/5)")
     ap.add_argument("--timeout", type=float, default=6 * 3600)
+    ap.add_argument("--simulate-only", action="store_true", help="make (or reuse) the data and stop")
     ap.add_argument("words", nargs="*", default=["min_completeness=0.9", "max_clusters=10"],
                     help="xtal multiplex parameters (default: min_completeness=0.9 max_clusters=10)")
     args = ap.parse_args(argv)
@@ -159,6 +160,9 @@ def main(argv: list[str]) -> int:
             print(json.dumps(result, indent=1))
             return 1
         _log(f"simulate: {r['seconds']} s, peak {r['peak_mb']} MB")
+    if args.simulate_only:
+        print(json.dumps(result, indent=1))
+        return 0
     out_dir = os.path.join(root, "out")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)

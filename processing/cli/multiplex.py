@@ -55,6 +55,7 @@ def run(argv: list[str]) -> int:
     from ..multiplex.intensity import compared_observations, intensity_clustering, scaled_observations
     from ..multiplex.params import MultiplexParams
     from ..multiplex.selection import candidates_of, select_clusters
+    from ..multiplex.stage import MAX_MATRIX_DATASETS, _tree_summary
     from ..multiplex.unit_cell import cluster_unit_cells
     from ..scaling.scale import common_space_group, median_cell
 
@@ -130,7 +131,9 @@ def run(argv: list[str]) -> int:
         print(psql_table(["Cluster", "Data sets", "Completeness %", "Multiplicity", "CC½", "Rpim", "d_min"], rows)
               if rows else "  no intensity cluster meets min_completeness / min_multiplicity")
         report["forms"].append({"folder": folder, "members": idents, "best": best, "removed": filt_s.get("removed"),
-                                "merged": merge_s["merging_statistics"]["overall"], "clustering": clusterings,
+                                "merged": merge_s["merging_statistics"]["overall"],
+                                "clustering": {m: _tree_summary(c, len(e), len(e) <= MAX_MATRIX_DATASETS)
+                                               for m, c in clusterings.items()},
                                 "clusters": chosen})
     path = os.path.join(out_dir, "xtal.multiplex.json")
     tmp = path + ".tmp"

@@ -10,7 +10,10 @@ repeated until no reflection has one (reflections with fewer than 3 observations
 not tested: with two, neither can be told to be the bad one)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 
 def limited_weights(group, n_groups, w, active):
@@ -41,28 +44,84 @@ def normalised_deviations(group, n_groups, g, intensity, w, active):
     return z
 
 
-def reject(group, n_groups, g, intensity, variance, active, zmax: float = 6.0, max_rounds: int = 100):
-    """Mask of outliers among the ``active`` observations (``variance`` with the error model)."""
-    active = active.copy()
-    w = limited_weights(group, n_groups, 1.0 / variance, active)
-    outlier = np.zeros(len(group), bool)
-    for _ in range(max_rounds):
-        counts = np.bincount(group, active.astype(np.int64), n_groups)
-        tested = active & (counts[group] >= 3)
-        z = np.abs(normalised_deviations(group, n_groups, g, intensity, w, active))
-        z = np.where(tested & np.isfinite(z), z, 0.0)
-        worst = np.zeros(n_groups)
-        np.maximum.at(worst, group, z)
-        bad = (z > zmax) & (z == worst[group])
-        if not bad.any():
-            break
-        # one per reflection (ties: the first)
-        idx = np.flatnonzero(bad)
-        _, first = np.unique(group[idx], return_index=True)
-        idx = idx[first]
-        outlier[idx] = True
-        active[idx] = False
+def group_order(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observations sorted by reflection (index order within each) and where each reflection's
+    run starts (length n_groups + 1): computed once per grouping, reused by :func:`reject`."""
+    bounds = np.zeros(n_groups + 1, np.int64)
+    np.cumsum(np.bincount(group, minlength=n_groups)[:n_groups], out=bounds[1:])
+    return _counting_sort(np.ascontiguousarray(group, dtype=np.int64), bounds), bounds
+
+
+@njit(cache=True)
+def _counting_sort(group, bounds):  # pragma: no cover (numba)
+    """A stable argsort of ``group`` (values 0 … n_groups − 1) in one pass."""
+    nxt = bounds[:-1].copy()
+    order = np.empty(len(group), np.int64)
+    for i in range(len(group)):
+        order[nxt[group[i]]] = i
+        nxt[group[i]] += 1
+    return order
+
+
+@njit(cache=True)
+def _reject_grouped(order, bounds, g, intensity, w, active, zmax, max_rounds):  # pragma: no cover (numba)
+    """Per reflection: weights capped at 10 × the median of its active ones, then its worst
+    observation beyond ``zmax`` rejected until none is (reflections are independent, so
+    this is the round-by-round rejection done one reflection at a time)."""
+    outlier = np.zeros(len(g), np.bool_)
+    size = 1
+    for j in range(len(bounds) - 1):
+        size = max(size, bounds[j + 1] - bounds[j])
+    rows = np.empty(size, np.int64)  # the reflection's active observations, gathered
+    gi, ii, wi = np.empty(size), np.empty(size), np.empty(size)
+    for j in range(len(bounds) - 1):
+        m = 0
+        for k in range(bounds[j], bounds[j + 1]):
+            i = order[k]
+            if active[i]:
+                rows[m], gi[m], ii[m], wi[m] = i, g[i], intensity[i], w[i]
+                m += 1
+        if m < 3:
+            continue
+        s = np.sort(wi[:m])
+        cap = 10.0 * 0.5 * (s[(m - 1) // 2] + s[m // 2])
+        for k in range(m):
+            wi[k] = min(wi[k], cap)
+        for _ in range(max_rounds):
+            if m < 3:
+                break
+            swgi, swgg = 0.0, 0.0
+            for k in range(m):
+                swgi += wi[k] * gi[k] * ii[k]
+                swgg += wi[k] * gi[k] * gi[k]
+            worst, worst_z = -1, -1.0
+            for k in range(m):
+                rest_den = swgg - wi[k] * gi[k] * gi[k]
+                if not rest_den > 0:
+                    continue
+                rest_num = swgi - wi[k] * gi[k] * ii[k]
+                z = abs((ii[k] - gi[k] * rest_num / rest_den) / math.sqrt(1.0 / wi[k] + gi[k] * gi[k] / rest_den))
+                if z > worst_z:  # ties: the first
+                    worst, worst_z = k, z
+            if worst < 0 or not worst_z > zmax:
+                break
+            outlier[rows[worst]] = True
+            for k in range(worst, m - 1):  # keep the others in index order
+                rows[k], gi[k], ii[k], wi[k] = rows[k + 1], gi[k + 1], ii[k + 1], wi[k + 1]
+            m -= 1
     return outlier
 
 
-__all__ = ["limited_weights", "normalised_deviations", "reject"]
+def reject(group, n_groups, g, intensity, variance, active, zmax: float = 6.0, max_rounds: int = 100,
+           order=None):
+    """Mask of outliers among the ``active`` observations (``variance`` with the error model);
+    ``order`` is :func:`group_order` of ``group`` when the caller already has it."""
+    order, bounds = group_order(group, n_groups) if order is None else order
+    f = lambda x: np.ascontiguousarray(x, dtype=np.float64)  # noqa: E731
+    with np.errstate(divide="ignore"):
+        w = 1.0 / f(variance)
+    return _reject_grouped(order, bounds, f(g), f(intensity), w, np.ascontiguousarray(active, dtype=np.bool_),
+                           float(zmax), int(max_rounds))
+
+
+__all__ = ["group_order", "limited_weights", "normalised_deviations", "reject"]

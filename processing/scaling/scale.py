@@ -85,6 +85,7 @@ class _Scaler:
         self.n_groups = int(obs.group.max()) + 1 if len(obs) else 0
         self.reference = reference_target  # per group, NaN where the reference has none
         self.fixed_g = fixed_g or {}
+        self.group_order = None  # outliers.group_order(obs.group), made on first use
         self.fits = {k: Fit(m, m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]),
                             np.arange(b - a))
                      for k, m in models.items() if not m.fixed for a, b in [obs.slices[k]]}
@@ -362,8 +363,14 @@ def _outliers(scaler, params, intensity, variance, valid, group=None):
     """Outlier mask among the ``valid`` observations (standard rejection, zmax), weights 1/``variance``."""
     if params.outlier_rejection != "standard":
         return np.zeros(len(intensity), bool)
-    group = scaler.obs.group if group is None else group
-    return outliers.reject(group, int(group.max()) + 1, scaler.g, intensity, variance, valid, params.outlier_zmax)
+    order = None
+    if group is None:  # the reflections' grouping: sorted once per scaler
+        group = scaler.obs.group
+        if scaler.group_order is None:
+            scaler.group_order = outliers.group_order(group, int(group.max()) + 1)
+        order = scaler.group_order
+    return outliers.reject(group, int(group.max()) + 1, scaler.g, intensity, variance, valid, params.outlier_zmax,
+                           order=order)
 
 
 def _model_variance(scaler, intensity, variance, active, model):

@@ -42,6 +42,9 @@ from statistics import NormalDist
 import gemmi
 import numpy as np
 
+from .correlations import unpack_keys
+from .data import hkl_keys
+
 SIGNIFICANCE_LEVEL = 0.95
 MIN_REFLECTIONS = 2  # per side (expected absent, expected present) for a verdict
 PRESENT_OVER_ABSENT = 20.0  # dials' sanity check: most intensity in the expected channel
@@ -229,8 +232,8 @@ def absence_scores(merged: tuple[np.ndarray, np.ndarray], candidates) -> dict:
     rows = []
     unique_hkl, unique_ios = hkl, ios
     if len(hkl):
-        unique_hkl, inv = np.unique(hkl, axis=0, return_inverse=True)
-        inv = inv.ravel()
+        keys, inv = np.unique(hkl_keys(hkl), return_inverse=True)  # as np.unique(axis=0), ~10× faster
+        unique_hkl, inv = unpack_keys(keys), inv.ravel()
         unique_ios = np.bincount(inv, ios) / np.bincount(inv)
     for sg in groups:
         ops = sg.operations()

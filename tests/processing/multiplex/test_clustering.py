@@ -163,6 +163,24 @@ def test_pairs_without_common_reflections_are_distance_one():
     assert correlation_matrix(X, P)[0][0, 1] == pytest.approx(direct, abs=1e-12)
 
 
+def test_dense_and_sparse_products_give_one_correlation_matrix(monkeypatch):
+    from processing.multiplex import intensity
+
+    sg = gemmi.SpaceGroup("P 1")
+    rng = np.random.default_rng(4)
+    hkl = rng.integers(1, 12, size=(3000, 3))
+    ds = rng.integers(0, 12, 3000)
+    inten = rng.gamma(2.0, 100.0, 3000) * (1 + 0.1 * ds)
+    _, X, P = merged_matrix(hkl, inten, np.ones(3000), ds, sg)
+    monkeypatch.setattr(intensity, "DENSE_FRACTION", 0.0)
+    dense = correlation_matrix(X, P, min_common=3)
+    monkeypatch.setattr(intensity, "DENSE_FRACTION", 2.0)
+    sparse = correlation_matrix(X, P, min_common=3)
+    assert np.array_equal(dense[1], sparse[1]) and dense[1][0, 1] >= 3
+    assert np.array_equal(np.isnan(dense[0]), np.isnan(sparse[0]))
+    assert np.nanmax(np.abs(dense[0] - sparse[0])) < 1e-12
+
+
 def test_cos_angle_clustering_of_two_directions():
     rng = np.random.default_rng(1)
     x = np.concatenate([[1, 0.1] + 0.02 * rng.normal(size=(6, 2)), [0.2, 1] + 0.02 * rng.normal(size=(4, 2))])
