@@ -1,5 +1,5 @@
 """`xtal multiplex integrated.expt integrated.refl [space_group=…] [d_min=…] [min_completeness=…]
-[min_multiplicity=…] [max_clusters=…] [cluster_method=cos_angle|correlation] [output_dir=.]`
+[min_multiplicity=…] [max_clusters=…] [cluster_method=cos_angle|correlation] [nproc=2] [output_dir=.]`
 (xia2.multiplex).
 
 1. Unit-cell clustering (Niggli cells, NCDist, single linkage): every crystal form with
@@ -9,7 +9,7 @@
 3. Intensity clustering of the filtered data (pairwise CC of merged intensities, and
    cos-angles in their embedding); the clusters that meet ``min_completeness`` and
    ``min_multiplicity`` (at most ``max_clusters``) are scaled and merged on their own in
-   ``form_<k>/<cluster>/``.
+   ``form_<k>/<cluster>/``, ``nproc`` clusters at a time (forked processes).
 Clustering is deterministic: a rerun gives the same clusters and files.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .command import read_expt_refl, split_args
 from .tables import num, psql_table
 
 USAGE = ("xtal multiplex integrated.expt integrated.refl [space_group=…] [d_min=…] [min_completeness=…] "
-         "[max_clusters=…] [output_dir=.]")
+         "[max_clusters=…] [nproc=2] [output_dir=.]")
 STAGE_WORDS = {"cosym": ("space_group",), "scale": ("d_min", "anomalous"), "merge": ("d_min", "anomalous")}
 
 
@@ -51,6 +51,32 @@ def _stage(name, experiments, table, values, folder, **fixed):
     return out_e, out_r, summary
 
 
+_SHARED = {}  # the form's data, inherited by forked workers (never pickled)
+
+
+def _merge_one(job):
+    """Scale (rescale=True, the other data sets excluded) and merge one cluster in its folder."""
+    e, t, values = _SHARED["data"]
+    sub_folder, left_out = job
+    ce, ct, _ = _stage("scale", e, t, values, sub_folder, rescale=True, exclude_datasets=left_out)
+    return _stage("merge", ce, ct, values, sub_folder)[2]
+
+
+def _merge_clusters(e, t, values, jobs, nproc: int) -> list[dict]:
+    """Each job's merge summary, in order; clusters run in ``nproc`` forked processes
+    (each writes only its own folder), or here when nproc is 1 or fork is unavailable."""
+    import multiprocessing
+
+    _SHARED["data"] = (e, t, values)
+    try:
+        if nproc <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return [_merge_one(j) for j in jobs]
+        with multiprocessing.get_context("fork").Pool(min(nproc, len(jobs))) as pool:
+            return pool.map(_merge_one, jobs, chunksize=1)
+    finally:
+        _SHARED.clear()
+
+
 def run(argv: list[str]) -> int:
     from ..multiplex.intensity import compared_observations, intensity_clustering, scaled_observations
     from ..multiplex.params import MultiplexParams
@@ -66,12 +92,19 @@ def run(argv: list[str]) -> int:
     values, mp_words = {}, []
     for w in words:
         key, _, value = (x.strip() for x in w.partition("="))
-        if key in ("output_dir", "space_group", "d_min", "anomalous"):
+        if key in ("output_dir", "space_group", "d_min", "anomalous", "nproc"):
             values[key] = value
         else:
             mp_words.append(w)
     params = from_strings(MultiplexParams, mp_words)
     out_dir = values.pop("output_dir", ".")
+    try:
+        nproc = int(values.pop("nproc", "2"))
+        if nproc < 1:
+            raise ValueError
+    except ValueError:
+        raise XtalError("nproc: give a whole number ≥ 1 (processes that scale and merge the clusters)",
+                        field="nproc") from None
     if not os.path.isdir(out_dir):
         raise XtalError(f"output folder {out_dir} does not exist")
     experiments, table = read_expt_refl(files, USAGE)
@@ -117,12 +150,13 @@ def run(argv: list[str]) -> int:
         chosen = select_clusters(candidates, obs["hkl"], obs["intensity"], obs["variance"], obs["dataset"], sg,
                                  median_cell(e), params)
         rows = []
+        jobs = []
         for c in chosen["selected"]:
             sub_folder = os.path.join(folder, c["name"])
             os.makedirs(sub_folder, exist_ok=True)
-            left_out = tuple(i for i in range(len(e)) if i not in set(c["members"]))
-            ce, ct, _ = _stage("scale", e, t, values, sub_folder, rescale=True, exclude_datasets=left_out)
-            _, _, cm = _stage("merge", ce, ct, values, sub_folder)
+            jobs.append((sub_folder, tuple(i for i in range(len(e)) if i not in set(c["members"]))))
+        for c, cm in zip(chosen["selected"], _merge_clusters(e, t, values, jobs, nproc)):
+            sub_folder = os.path.join(folder, c["name"])
             co = cm["merging_statistics"]["overall"]
             c["merged"] = {"folder": sub_folder, "overall": co, "d_min": cm.get("d_min")}
             rows.append([c["name"], len(c["members"]), num(co.get("completeness"), ".1f"),

@@ -44,3 +44,5 @@ def test_too_small_a_crystal_form_is_one_line(multiplexed):
     folder, _, _ = multiplexed
     proc = run_xtal("multiplex", "integrated.expt", "integrated.refl", "min_cluster_size=20", cwd=folder)
     assert_one_line_error(proc, "no crystal form has 20 or more data sets")
+    proc = run_xtal("multiplex", "integrated.expt", "integrated.refl", "nproc=0", cwd=folder)
+    assert_one_line_error(proc, "nproc: give a whole number ≥ 1")
