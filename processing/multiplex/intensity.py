@@ -211,11 +211,11 @@ def correlation_embedding(cc: np.ndarray, n_common: np.ndarray, *, min_common: i
     the identity as the only operation): Φ = Σ w_ij (CC_ij − x_i·x_j)², w_ij = n_common
     (0 below ``min_common`` or where CC is undefined), L-BFGS from a seeded start.
 
-    ``dimensions``: None chooses the fewest (≥ 2) after which one more lowers Φ by less
-    than 10 % (cosym's rule), trying up to ``max_dimensions``. Returns ``{"coordinates"
-    (n × d), "dimensions", "functional": {d: Φ}}``.
+    ``dimensions``: None chooses the elbow of Φ against dimensions (DIALS's rule,
+    :func:`~processing.symmetry.embedding.elbow_dimensions`), trying 2 … ``max_dimensions``.
+    Returns ``{"coordinates" (n × d), "dimensions", "functional": {d: Φ}}``.
     """
-    from ..symmetry.embedding import choose_dimensions, embed
+    from ..symmetry.embedding import elbow_dimensions, embed
 
     cc = np.asarray(cc, dtype=np.float64)
     n = len(cc)
@@ -229,7 +229,7 @@ def correlation_embedding(cc: np.ndarray, n_common: np.ndarray, *, min_common: i
     cc1, w1 = np.nan_to_num(cc)[None], w[None]
     tried = [dimensions] if dimensions else list(range(2, max(2, min(max_dimensions, n - 1)) + 1))
     results = {d: embed(cc1, w1, table, d, seed) for d in tried}
-    d = dimensions or choose_dimensions({k: v[1] for k, v in results.items()})
+    d = dimensions or elbow_dimensions({k: v[1] for k, v in results.items()})
     return {"coordinates": results[d][0][:, 0, :], "dimensions": int(d),
             "functional": {str(k): float(v[1]) for k, v in results.items()}}
 

@@ -312,9 +312,10 @@ def _conventional_reflections(reflections, total: dict[int, np.ndarray]):
 
     keep, intensity, variance, _ = select_intensities(reflections)
     ids = reflections["id"]
+    rows_of = rows_by_experiment(ids, max(int(ids.max()) + 1 if len(ids) else 0, max(total, default=-1) + 1))
     hkl_all, ios = [], []
     for i, T in total.items():
-        sel = keep & (ids == i)
+        sel = rows_of[i][keep[rows_of[i]]]
         h = reflections["miller_index"][sel].astype(float) @ T.T
         hkl_all.append(np.rint(h).astype(np.int64))
         ios.append(intensity[sel] / np.sqrt(variance[sel]))
@@ -338,6 +339,7 @@ def _reindexed(experiments, reflections, total: dict[int, np.ndarray], space_gro
     out_r = reflections.shallow_copy() if rows.all() else reflections.select(rows)
     new_ids = np.searchsorted(np.array(order), out_r["id"])
     hkl = out_r["miller_index"].astype(float)
+    rows_of = rows_by_experiment(new_ids, len(order))
     for k, i in enumerate(order):
         e = experiments[i]
         T = total[i]
@@ -345,7 +347,7 @@ def _reindexed(experiments, reflections, total: dict[int, np.ndarray], space_gro
         e = copy.copy(e)  # the input experiment is not modified
         e.crystal = Crystal(R_new[0], R_new[1], R_new[2], hall_symbol(space_group))
         out_e.append(e)
-        sel = new_ids == k
+        sel = rows_of[k]
         hkl[sel] = hkl[sel] @ T.T
     out_r["miller_index"] = np.rint(hkl).astype(np.int32)
     out_r["id"] = new_ids.astype(np.int32)

@@ -123,3 +123,19 @@ def choose_dimensions(values: dict[int, float]) -> int:
         if values[d] <= 0 or (values[d] - values[nxt]) / values[d] < DIMENSION_GAIN:
             return d
     return dims[-1]
+
+
+def elbow_dimensions(values: dict[int, float]) -> int:
+    """The elbow of Φ against dimensions, as DIALS's cosym finds it (after Zhang et al. 2006):
+    from the point whose chord to the last point falls most steeply, the point furthest
+    below that chord. Φ falling at a steady rate past the elbow (noise being fitted) does
+    not push the choice to the most dimensions tried, as a relative-gain rule can."""
+    dims = sorted(values)
+    if len(dims) < 3:
+        return dims[0]
+    x = np.array(dims, dtype=float)
+    y = np.array([values[d] for d in dims], dtype=float)
+    slopes = (y[-1] - y[:-1]) / (x[-1] - x[:-1])
+    start = int(np.argmin(slopes))
+    chord = y[start] + slopes[start] * (x[start:] - x[start])
+    return dims[start + int(np.argmax(chord - y[start:]))]

@@ -42,11 +42,15 @@ def match_reference(reference, reflections, Ts, ops, table, best, M_conv, placed
     ref = _mean_by_key(_laue_keys(reference.hkl, sg), reference.intensity)
     keep, intensity, _, _ = select_intensities(reflections)
     ids = reflections["id"]
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(int(ids.max()) + 2 if len(ids) else 1))
+    rows_of = {i: order[bounds[i]:bounds[i + 1]] for i in placed if i + 1 < len(bounds)}
     scores = []
     for g in candidates:
         keys, vals = [], []
         for i, c in zip(placed, chosen):
-            sel = keep & (ids == i)
+            rows = rows_of.get(i, np.zeros(0, np.int64))
+            sel = rows[keep[rows]]
             W = M_conv @ ops[int(table[inv[g], c])] @ Ts[i]
             h = np.rint(reflections["miller_index"][sel].astype(float) @ W.T).astype(np.int64)
             keys.append(_laue_keys(h, sg))

@@ -181,6 +181,16 @@ def test_dense_and_sparse_products_give_one_correlation_matrix(monkeypatch):
     assert np.nanmax(np.abs(dense[0] - sparse[0])) < 1e-12
 
 
+def test_the_embedding_takes_the_elbow_of_the_functional():
+    from processing.symmetry.embedding import elbow_dimensions
+
+    # Φ (×1e6) of a 12-crystal ensemble, 2 non-isomorphous: the relative fall never drops below 20 %
+    phi = {2: 31.9, 3: 14.7, 4: 4.0, 5: 3.16, 6: 1.85}
+    assert elbow_dimensions(phi) == 4
+    assert elbow_dimensions({2: 10.0, 3: 1.0, 4: 0.9, 5: 0.85}) == 3
+    assert elbow_dimensions({2: 1.0, 3: 0.5}) == 2
+
+
 def test_cos_angle_clustering_of_two_directions():
     rng = np.random.default_rng(1)
     x = np.concatenate([[1, 0.1] + 0.02 * rng.normal(size=(6, 2)), [0.2, 1] + 0.02 * rng.normal(size=(4, 2))])
@@ -240,12 +250,6 @@ def test_correlation_clustering_separates_the_non_isomorphous_crystals(ensemble,
     assert node["height"] < 0.01 and corr["clusters"][-1]["height"] > 2 * node["height"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the cos-angle tree hangs on the embedding's dimension choice (the fewest after which one more "
-    "lowers Φ by < 10 %): at 4 dimensions the ten isomorphous data sets join at 1 − cos 0.003 and the "
-    "two non-isomorphous ones at 0.075 and 0.17; since scaling's decay restraint became DIALS's (per "
-    "parameter) Φ keeps falling by > 20 % per dimension, 6 are chosen and the good ones spread to 0.064. "
-    "Next: choose the dimensions as cosym does on the correlation matrix's eigenvalues"))
 def test_cos_angle_clustering_separates_the_non_isomorphous_crystals(ensemble, clustered):
     """The ten isomorphous data sets form one tight branch; each non-isomorphous one joins it
     only an order of magnitude higher. (An absolute 1 − cos > 0.5, a 60° angle, is out of reach:
@@ -254,7 +258,7 @@ def test_cos_angle_clustering_separates_the_non_isomorphous_crystals(ensemble, c
     n, bad = ensemble["n"], ensemble["bad"]
     good = [k for k in range(n) if k not in bad]
     cos = clustered["cos_angle"]
-    assert cos["dimensions"] >= 2
+    assert cos["dimensions"] == 4  # Φ's elbow (Φ keeps falling by > 20 % per dimension after it)
     node = smallest_holding(cos["clusters"], good)
     assert node["members"] == good and node["height"] < 0.01
     for b in bad:
