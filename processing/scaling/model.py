@@ -32,6 +32,8 @@ class PhysicalModel:
     #: a data set scaled before whose model stays as it is (incremental scaling)
     fixed: bool = False
     extra: dict = field(default_factory=dict)
+    #: (basis, parameters' bytes, components) of the last evaluation
+    _last: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def new(cls, angle_range: tuple[float, float], params, n_obs: int) -> "PhysicalModel":
@@ -52,6 +54,16 @@ class PhysicalModel:
                    lmax, np.ones(n_s), np.zeros(n_d), np.zeros(harmonics.n_terms(lmax) if lmax else 0),
                    extra={"surface_weight": surface_weight})
 
+    def starting_from(self, previous: "PhysicalModel") -> "PhysicalModel":
+        """This fresh model with ``previous``'s parameters when it has the same terms at the
+        same knots (a data set scaled before, rescaled), else itself unchanged."""
+        same = (np.array_equal(self.scale_at, previous.scale_at) and np.array_equal(self.decay_at, previous.decay_at)
+                and self.lmax == previous.lmax and len(self.absorption) == len(previous.absorption))
+        p = previous.parameters
+        if same and np.all(np.isfinite(p)) and np.all(previous.scale > 0):
+            self.parameters = p.copy()
+        return self
+
     @property
     def parameters(self) -> np.ndarray:
         return np.concatenate([self.scale, self.decay, self.absorption])
@@ -70,7 +82,19 @@ class PhysicalModel:
         return Basis(ws, wd, y, 0.5 / d ** 2)
 
     def components(self, basis: "Basis") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scale C, decay factor exp(B/2d²), absorption A) at each observation."""
+        """(scale C, decay factor exp(B/2d²), absorption A) at each observation (read-only
+        arrays; the last result is kept: a refinement cycle asks for it several times)."""
+        key = self.parameters.tobytes()
+        last = self._last
+        if last is not None and last[0] is basis and last[1] == key:
+            return last[2]
+        out = self._components(basis)
+        for x in out:
+            x.setflags(write=False)
+        self._last = (basis, key, out)
+        return out
+
+    def _components(self, basis: "Basis") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = basis.ws @ self.scale
         decay = np.exp(np.clip((basis.wd @ self.decay) * basis.half_inv_d2, -50, 50)) \
             if len(self.decay) else np.ones(len(c))

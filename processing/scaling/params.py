@@ -60,6 +60,10 @@ class ScaleParams(StageParams):
     rescale: bool = param(False, "rescale data sets that were scaled before even when new ones join them "
                                  "(default: keep their scales and scale only the new data sets against them — "
                                  "incremental scaling; data that were all scaled before are always rescaled)")
+    overwrite_existing_models: bool = param(False, "start every data set from a fresh model; by default a data set "
+                                                   "scaled before starts from its model (as dials.scale; the same "
+                                                   "terms and knots, else a fresh one)",
+                                            aliases="overwrite_existing_models")
     outlier_rejection: str = param("standard", "standard: reject observations far from the others of their "
                                                "reflection; none: keep all",
                                    choices=("standard", "none"), aliases="scaling_options.outlier_rejection")

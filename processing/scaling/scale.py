@@ -318,7 +318,8 @@ def _models(experiments, table, obs, params, reference):
 
     Models stay fixed for data sets scaled before when new ones join them (incremental)
     and are new for the others; when every data set was scaled before (e.g. filtered.*
-    after ΔCC½), all are scaled again, as dials.scale does."""
+    after ΔCC½), all are scaled again, as dials.scale does, each starting from its model
+    (unless ``overwrite_existing_models``)."""
     models, fixed_g = {}, {}
     previously = (table["flags"].astype(np.uint64) & np.uint64(int(Flags.scaled))) != 0 \
         if "flags" in table else np.zeros(len(table), bool)
@@ -332,6 +333,8 @@ def _models(experiments, table, obs, params, reference):
             fixed_g[k] = m.value(m.basis(obs.phi[a:b], obs.d[a:b], obs.s0c[a:b], obs.s1c[a:b]))
         else:
             models[k] = PhysicalModel.new(e.scan.oscillation_range if e.scan else (0.0, 0.0), params, b - a)
+            if k in scaled_before and not params.overwrite_existing_models:
+                models[k].starting_from(PhysicalModel.from_dict(e.scaling_model))
     return models, fixed_g
 
 
