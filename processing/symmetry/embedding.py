@@ -15,7 +15,7 @@ seeded random start.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from scipy.optimize import minimize
 
 
@@ -35,34 +35,49 @@ def composition_table(ops: np.ndarray) -> np.ndarray:
     return table
 
 
-@njit(cache=True)
-def _functional(x, pairs, cc, w, table):
+#: the pairs are summed in this many fixed chunks (in parallel; the same sums whatever the
+#: number of threads, so results repeat exactly)
+N_CHUNKS = 8
+
+
+@njit(cache=True, parallel=True)
+def _functional(x, pairs, cc, w, table):  # pragma: no cover (numba)
     """Φ and ∂Φ/∂x; x has shape (n_sets, n_ops, dim)."""
     n_ops = table.shape[0]
     dim = x.shape[2]
-    grad = np.zeros_like(x)
+    n_pairs = pairs.shape[0]
+    fs = np.zeros(N_CHUNKS)
+    grads = np.zeros((N_CHUNKS,) + x.shape)
+    for chunk in prange(N_CHUNKS):
+        grad = grads[chunk]
+        f = 0.0
+        for p in range(chunk * n_pairs // N_CHUNKS, (chunk + 1) * n_pairs // N_CHUNKS):
+            i = pairs[p, 0]
+            j = pairs[p, 1]
+            for k in range(n_ops):
+                for l in range(n_ops):
+                    if i == j and k == l:
+                        continue
+                    g = table[k, l]
+                    wt = w[g, i, j]
+                    if wt <= 0.0:
+                        continue
+                    d = 0.0
+                    for a in range(dim):
+                        d += x[i, k, a] * x[j, l, a]
+                    r = cc[g, i, j] - d
+                    f += wt * r * r
+                    c = -2.0 * wt * r
+                    for a in range(dim):
+                        grad[i, k, a] += c * x[j, l, a]
+                        grad[j, l, a] += c * x[i, k, a]
+        fs[chunk] = f
+    total = np.zeros_like(x)
     f = 0.0
-    for p in range(pairs.shape[0]):
-        i = pairs[p, 0]
-        j = pairs[p, 1]
-        for k in range(n_ops):
-            for l in range(n_ops):
-                if i == j and k == l:
-                    continue
-                g = table[k, l]
-                wt = w[g, i, j]
-                if wt <= 0.0:
-                    continue
-                d = 0.0
-                for a in range(dim):
-                    d += x[i, k, a] * x[j, l, a]
-                r = cc[g, i, j] - d
-                f += wt * r * r
-                c = -2.0 * wt * r
-                for a in range(dim):
-                    grad[i, k, a] += c * x[j, l, a]
-                    grad[j, l, a] += c * x[i, k, a]
-    return f, grad
+    for chunk in range(N_CHUNKS):
+        total += grads[chunk]
+        f += fs[chunk]
+    return f, total
 
 
 #: each data set's strongest partners (most shared reflections) the functional keeps: all
