@@ -38,7 +38,7 @@ services:
 	  for i in $$(seq 1 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 1; done; fi
 
 # The whole suite on PostgreSQL; then the tests that run stages through a real Celery
-# worker once more on SQLite, the zero-setup default of `make run`.
+# worker (but for the browser's) once more on SQLite, the zero-setup default of `make run`.
 # Debian's Chromium and its driver for the browser tests: installed when missing and we
 # are root; otherwise those tests skip and say why.
 browser:
@@ -52,7 +52,7 @@ browser:
 
 test: $(VENV)/.installed-test services browser
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q
-	env -u DATABASE_URL REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q -m worker tests/web
+	env -u DATABASE_URL REDIS_URL=$(REDIS_URL) $(PY) -m pytest -q -m "worker and not browser" tests/web
 
 run: $(VENV)/.installed-run services
 	./scripts/run_demo.sh

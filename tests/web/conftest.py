@@ -44,10 +44,15 @@ os.environ["XTALWEB_WORKER_NICE"] = "0"
 
 def pytest_collection_modifyitems(items):
     """Tests that run stages through the real Celery worker are marked ``worker``: the
-    Makefile runs them a second time on SQLite, the ``make run`` default."""
+    Makefile runs them a second time on SQLite, the ``make run`` default (but for those
+    that drive a browser, marked ``browser``: what the page does does not hang on the
+    database)."""
     for item in items:
-        if "celery_worker" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "celery_worker" in names:
             item.add_marker(pytest.mark.worker)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session", autouse=True)
