@@ -20,7 +20,6 @@ from processing.integration.integrator import _hkl_key
 from processing.io.expt import read_experiments
 from processing.io.refl import read_reflections, decode_reflections, encode_reflections
 from processing.reflections import Flags, ReflectionTable
-from processing.simulate import SimulateParams, run_simulate
 
 
 def _indexed_from_truth(truth_tables, experiments, seed=0):
@@ -41,9 +40,8 @@ def _indexed_from_truth(truth_tables, experiments, seed=0):
 
 
 @pytest.fixture(scope="module")
-def tiny_integrated(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_int")
-    files, summary = run_simulate(SimulateParams(preset="tiny", output_dir=str(out), seed=1))
+def tiny_integrated(tiny_seed1):
+    out, files, summary = tiny_seed1
     experiments = read_experiments(files["truth_experiments"])
     truth = [read_reflections(p) for p in files["truth_reflections"]]
     indexed = _indexed_from_truth(truth, experiments)

@@ -295,17 +295,12 @@ def test_rmsd_table_matches_dials_layout():
 
 
 # --------------------------------------------------------------------- tiny set
-def test_tiny_simulated_data_refines(tmp_path):
-    sim = pytest.importorskip("processing.simulate")
-    idx = pytest.importorskip("processing.indexing")
-    spots = pytest.importorskip("processing.spotfinding")
-    if not hasattr(idx, "run_index") or not hasattr(spots, "run_find_spots"):
-        pytest.skip("indexing or spot finding not available yet")
-    from processing.params import from_strings
+def test_tiny_simulated_data_refines(tiny_seed1):
+    from processing import indexing as idx
+    from processing import spotfinding as spots
     from processing.io.expt import read_experiments
-    p = from_strings(sim.SimulateParams, ["preset=tiny", f"output_dir={tmp_path}"])
-    sim.run_simulate(p)
-    experiments = read_experiments(str(tmp_path / "truth.expt"))
+
+    experiments = read_experiments(str(tiny_seed1[0] / "truth.expt"))
     for e in experiments:
         e.crystal = None
     strong, _ = spots.run_find_spots(experiments, spots.FindSpotsParams())

@@ -11,18 +11,15 @@ import pytest
 from processing.errors import XtalError
 from processing.io.images import open_image_file
 from processing.io.refl import read_reflections
-from processing.simulate import SimulateParams, run_simulate, simulate
+from processing.simulate import SimulateParams, simulate
 from processing.simulate.params import resolve
 from processing.simulate.truth import (form_factors, parse_abc, random_structure, structure_factors,
                                        true_intensities, wilson_scale)
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    params = SimulateParams(preset="tiny", output_dir=str(out), seed=1)
-    files, summary = run_simulate(params)
-    return out, files, summary
+def tiny(tiny_seed1):
+    return tiny_seed1
 
 
 def test_tiny_writes_three_sweeps_of_ten_images(tiny):

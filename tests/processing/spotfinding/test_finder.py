@@ -131,13 +131,8 @@ def test_threshold_is_dials_dispersion_extended_on_a_small_patch(real_data):
 # --- simulated truth -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    try:
-        from processing.simulate import SimulateParams, run_simulate
-    except ImportError:
-        pytest.skip("simulator not available")
-    out = tmp_path_factory.mktemp("tiny_spots")
-    run_simulate(SimulateParams(preset="tiny", output_dir=str(out), seed=1))
+def tiny(tiny_seed1):
+    out = tiny_seed1[0]
     from processing.io.expt import read_experiments
     return out, read_experiments(str(out / "truth.expt"))
 
