@@ -11,7 +11,9 @@ compiled are those real data use (integer images arrive as int32 from every read
   connected-region kernels (3-D labelling of a sweep and 2-D of stills);
 * ``integrate``: the simulator's kernels and, on a 5-image simulated sweep written to
   a temporary folder, import → find_spots → index → refine → integrate
-  (shoeboxes, background, summation, profile fitting).
+  (shoeboxes, background, summation, profile fitting);
+* ``ensemble``: on 4 simulated data sets (reflection level), cosym → scale (cosym's
+  pairwise correlations and embedding, scaling's outlier rejection).
 """
 from __future__ import annotations
 
@@ -24,15 +26,16 @@ import numpy as np
 
 from .params import StageParams, param
 
-PARTS = ("find_spots", "integrate")
+PARTS = ("find_spots", "integrate", "ensemble")
 
 
 @dataclass(frozen=True)
 class WarmupParams(StageParams):
     """Compile the numba kernels now, so that the first real run does not (``xtal warmup``)."""
 
-    parts: tuple[str, ...] = param(PARTS, "what to compile: find_spots (threshold, labelling, CBF decoding) "
-                                          "and/or integrate (simulator, shoeboxes, background, profile fitting)")
+    parts: tuple[str, ...] = param(PARTS, "what to compile: find_spots (threshold, labelling, CBF decoding), "
+                                          "integrate (simulator, shoeboxes, background, profile fitting) "
+                                          "and/or ensemble (cosym's correlations and embedding, scaling)")
 
 
 def compile_kernels(parts=PARTS, progress=None) -> dict[str, float]:
@@ -46,7 +49,7 @@ def compile_kernels(parts=PARTS, progress=None) -> dict[str, float]:
     seconds = {}
     for k, part in enumerate(parts):
         t0 = time.perf_counter()
-        {"find_spots": _find_spots, "integrate": _integrate}[part]()
+        {"find_spots": _find_spots, "integrate": _integrate, "ensemble": _ensemble}[part]()
         seconds[part] = time.perf_counter() - t0
         if progress:
             progress((k + 1) / len(parts), part)
@@ -143,3 +146,19 @@ def _integrate() -> None:
             experiments, strong, IndexParams(unit_cell=(78.1, 78.1, 78.1, 90.0, 90.0, 90.0), space_group="I 21 3"))
         refined, refl, _ = STAGES["refine"].execute(indexed, refl, RefineParams())
         STAGES["integrate"].execute(refined, refl, IntegrateParams())
+
+
+def _ensemble() -> None:
+    from .io.expt import read_experiments
+    from .io.refl import read_reflections
+    from .scaling import ScaleParams
+    from .simulate import SimulateParams, run_simulate
+    from .stages import STAGES
+    from .symmetry import CosymParams
+
+    with tempfile.TemporaryDirectory(prefix="xtal-warmup-") as folder:
+        run_simulate(SimulateParams(preset="tiny", mode="reflections", n_crystals=4, output_dir=folder))
+        experiments = read_experiments(os.path.join(folder, "integrated.expt"))
+        reflections = read_reflections(os.path.join(folder, "integrated.refl"))
+        sym_e, sym_r, _ = STAGES["cosym"].execute(experiments, reflections, CosymParams(stability="false"))
+        STAGES["scale"].execute(sym_e, sym_r, ScaleParams())

@@ -28,3 +28,8 @@ def test_warmup_command(capsys):
     assert "find_spots: kernels compiled and cached in" in out
     with pytest.raises(XtalError, match="unknown part"):
         compile_kernels(("spots",))
+
+
+def test_ensemble_part_runs_cosym_and_scale():
+    seconds = compile_kernels(("ensemble",))
+    assert set(seconds) == {"ensemble"} and seconds["ensemble"] > 0
