@@ -62,17 +62,50 @@ def _merge_one(job):
     return _stage("merge", ce, ct, values, sub_folder)[2]
 
 
+#: memory a cluster's scaling takes, as a multiple of its reflection table's size (measured
+#: on 1,000 data sets: about 2×); parallel clusters are limited to what the memory holds
+SCALE_MEMORY_FACTOR = 2.5
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cluster_workers(nproc: int, n_jobs: int, table_bytes: int, available: int | None) -> int:
+    """How many clusters to scale at once: at most ``nproc`` and the jobs, and only as many
+    as the available memory holds (each about SCALE_MEMORY_FACTOR × the table)."""
+    n = max(1, min(nproc, n_jobs))
+    if available is not None and table_bytes > 0:
+        n = min(n, max(1, int(available // (SCALE_MEMORY_FACTOR * table_bytes))))
+    return n
+
+
 def _merge_clusters(e, t, values, jobs, nproc: int) -> list[dict]:
-    """Each job's merge summary, in order; clusters run in ``nproc`` forked processes
-    (each writes only its own folder), or here when nproc is 1 or fork is unavailable."""
+    """Each job's merge summary, in order; clusters run in forked processes (each writes only
+    its own folder; a process that dies fails the command, never hangs it), or here when
+    one at a time is all that fits or fork is unavailable."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     _SHARED["data"] = (e, t, values)
+    n = cluster_workers(nproc, len(jobs), sum(v.nbytes for _, v in t.items()), _available_bytes())
     try:
-        if nproc <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
             return [_merge_one(j) for j in jobs]
-        with multiprocessing.get_context("fork").Pool(min(nproc, len(jobs))) as pool:
-            return pool.map(_merge_one, jobs, chunksize=1)
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+            try:
+                return list(pool.map(_merge_one, jobs))
+            except BrokenProcessPool:
+                raise XtalError("a process scaling a cluster died (out of memory?): run again with nproc=1 "
+                                f"(the clusters one at a time)", field="nproc") from None
     finally:
         _SHARED.clear()
 

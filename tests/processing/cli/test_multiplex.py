@@ -46,3 +46,13 @@ def test_too_small_a_crystal_form_is_one_line(multiplexed):
     assert_one_line_error(proc, "no crystal form has 20 or more data sets")
     proc = run_xtal("multiplex", "integrated.expt", "integrated.refl", "nproc=0", cwd=folder)
     assert_one_line_error(proc, "nproc: give a whole number ≥ 1")
+
+
+def test_parallel_clusters_are_limited_by_memory():
+    from processing.cli.multiplex import cluster_workers
+
+    gb = 1 << 30
+    assert cluster_workers(2, 10, 1 * gb, 20 * gb) == 2
+    assert cluster_workers(2, 10, 3 * gb, 10 * gb) == 1  # two scalings of a 3 GB table do not fit in 10 GB
+    assert cluster_workers(4, 3, 1 * gb, None) == 3
+    assert cluster_workers(2, 1, 1, 1) == 1
