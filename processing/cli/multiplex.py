@@ -105,7 +105,7 @@ def _merge_clusters(e, t, values, jobs, nproc: int) -> list[dict]:
                 return list(pool.map(_merge_one, jobs))
             except BrokenProcessPool:
                 raise XtalError("a process scaling a cluster died (out of memory?): run again with nproc=1 "
-                                f"(the clusters one at a time)", field="nproc") from None
+                                "(the clusters one at a time)", field="nproc") from None
     finally:
         _SHARED.clear()
 
