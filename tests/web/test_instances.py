@@ -123,17 +123,19 @@ def test_two_instances_on_one_redis_each_complete_their_own_runs(two_instances, 
     assert info_a["result_prefix"] == f"{queue}:"
 
     a_worker.wait_ready()
-    b_worker = two_instances["worker"]("b", queue)  # started now, consuming once ready
+    # B's import is sent while only A's worker runs (B's worker starts once it was refused:
+    # started any earlier, on a quiet machine it was ready in time to take the import itself)
     b_imp = b_app.call("project", name="tiny-b", data_root=two_instances["data"])
     a_imp = a_app.call("project", name="tiny-a", data_root=two_instances["data"])
     a_done = a_app.call("wait", run=a_imp["run"], timeout=120)
     assert a_done["status"] == "succeeded", a_done
-    # B's import went to A's worker first (B's was still starting): refused, handed over to
-    # the queue that only B's workers consume
+    # B's import went to A's worker (the only one): refused, handed over to the queue that
+    # only B's workers consume, where it waits for B's worker
     private = f"{queue}.i-{info_b['token']}"
     wait_for(lambda: "refused task xtalweb.projects.tasks.run_import_stage" in a_worker.text(), 20,
              "A's worker refusing B's import")
     assert f"handed over to {private}" in a_worker.text()
+    b_worker = two_instances["worker"]("b", queue)
     b_worker.wait_ready()
     assert private in b_worker.text()  # "also consuming …"
     b_done = b_app.call("wait", run=b_imp["run"], timeout=120)
